@@ -1,0 +1,30 @@
+# The two commands: `make dev` runs durapod locally with a demo; `make test` runs every check.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup dev test lint crds clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/install_kube_tools.py
+	bash scripts/setup.sh
+	touch $@
+
+dev: setup
+	$(BIN)/durapod dev --demo
+
+lint: setup
+	$(BIN)/ruff check durapod tests examples scripts
+	$(BIN)/ruff format --check durapod tests examples scripts
+	$(BIN)/mypy durapod
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -n 2 --dist loadfile
+
+crds: setup
+	$(BIN)/durapod crds --output-dir crds
+
+clean:
+	rm -rf $(VENV) .durapod .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The durapod HTTP API (Starlette on uvicorn): stateless, any number of replicas."""

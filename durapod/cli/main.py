@@ -1,0 +1,48 @@
+"""``durapod``: the command line (typer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from durapod.resources import crds as crd_gen
+
+app = typer.Typer(
+    help="durapod: durable background tasks for Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def crds(
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-d", help="Write one file per CRD here instead of printing."),
+    ] = None,
+) -> None:
+    """Print the CustomResourceDefinitions (generated from the pydantic models)."""
+    if output_dir is not None:
+        for path in crd_gen.write(output_dir):
+            typer.echo(f"wrote {path}")
+        return
+    typer.echo("---\n".join(crd_gen.render(m) for m in crd_gen.all_crds()), nl=False)
+
+
+@app.command()
+def dev(
+    home: Annotated[Path, typer.Option(help="Where state, logs, kubeconfig and env go.")] = Path(
+        ".durapod"
+    ),
+    demo: Annotated[bool, typer.Option(help="Apply examples/hello/ and show it succeed.")] = False,
+) -> None:
+    """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
+    from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
+
+    raise typer.Exit(devcommand.run(home.resolve(), demo))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,86 @@
+"""Kubernetes ``Status`` error bodies, shaped as the real API server sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StatusError(Exception):
+    """An API error answered with a ``kind: Status`` body and its HTTP code."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details is not None:
+            status["details"] = self.details
+        return status
+
+
+def qualified(plural: str, group: str) -> str:
+    return f"{plural}.{group}" if group else plural
+
+
+def not_found(plural: str, group: str, name: str) -> StatusError:
+    return StatusError(
+        404,
+        "NotFound",
+        f'{qualified(plural, group)} "{name}" not found',
+        {"name": name, "group": group, "kind": plural},
+    )
+
+
+def already_exists(plural: str, group: str, name: str) -> StatusError:
+    return StatusError(
+        409,
+        "AlreadyExists",
+        f'{qualified(plural, group)} "{name}" already exists',
+        {"name": name, "group": group, "kind": plural},
+    )
+
+
+def conflict(plural: str, group: str, name: str) -> StatusError:
+    return StatusError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(plural, group)} "{name}": the object has '
+        "been modified; please apply your changes to the latest version and try again",
+        {"name": name, "group": group, "kind": plural},
+    )
+
+
+def bad_request(message: str) -> StatusError:
+    return StatusError(400, "BadRequest", message)
+
+
+def invalid(kind: str, group: str, name: str, causes: list[dict[str, str]]) -> StatusError:
+    """A 422 naming every offending field, as schema validation reports it."""
+    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return StatusError(
+        422,
+        "Invalid",
+        f'{kind}.{group} "{name}" is invalid: {joined}'
+        if group
+        else f'{kind} "{name}" is invalid: {joined}',
+        {"name": name, "group": group, "kind": kind, "causes": causes},
+    )

@@ -1,0 +1,186 @@
+"""``kind: Table`` responses for ``kubectl get``: a Name column, then the CRD's
+additionalPrinterColumns (or the built-in columns of pods, events and namespaces)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from durapod.dev.apiserver.registry import ResourceType
+
+Obj = dict[str, Any]
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def human_duration(since: str | None) -> str | None:
+    """kube's duration.HumanDuration of the time since an RFC 3339 timestamp."""
+    if not since:
+        return None
+    try:
+        then = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return "<invalid>"
+    seconds = int((datetime.now(UTC) - then).total_seconds())
+    if seconds < 0:
+        return "<invalid>"
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d" if days < 365 * 2 else f"{days // 365}y"
+
+
+def json_path(obj: Any, path: str) -> Any:
+    """The value at a simple JSONPath (``.status.phase``, ``.spec.containers[0].image``)."""
+    node = obj
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.strip("{}")):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+def _cell(value: Any, type_name: str) -> Any:
+    if value is None:
+        return None
+    checks: dict[str, Callable[[Any], bool]] = {
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+    }
+    if type_name == "date":
+        return human_duration(value) if isinstance(value, str) else None
+    if type_name in checks:
+        return value if checks[type_name](value) else None
+    return value if isinstance(value, str) else str(value)
+
+
+def _pod_row(pod: Obj) -> list[Any]:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    containers = pod.get("spec", {}).get("containers") or []
+    ready = sum(1 for s in statuses if s.get("ready"))
+    reason = pod.get("status", {}).get("reason") or pod.get("status", {}).get("phase")
+    for status in statuses:
+        state = status.get("state", {})
+        detail = state.get("waiting") or state.get("terminated") or {}
+        reason = detail.get("reason") or reason
+    if pod["metadata"].get("deletionTimestamp"):
+        reason = "Terminating"
+    restarts = sum(s.get("restartCount", 0) for s in statuses)
+    return [
+        f"{ready}/{len(containers)}",
+        reason,
+        restarts,
+        human_duration(pod["metadata"].get("creationTimestamp")),
+    ]
+
+
+def _event_row(event: Obj) -> list[Any]:
+    involved = event.get("involvedObject", {})
+    return [
+        human_duration(event.get("lastTimestamp") or event.get("eventTime")),
+        event.get("type"),
+        event.get("reason"),
+        f"{involved.get('kind', '').lower()}/{involved.get('name', '')}",
+        event.get("message"),
+    ]
+
+
+_BUILTIN: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
+    "/pods": (
+        [("Ready", "string"), ("Status", "string"), ("Restarts", "integer"), ("Age", "string")],
+        _pod_row,
+    ),
+    "/events": (
+        [
+            ("Last Seen", "string"),
+            ("Type", "string"),
+            ("Reason", "string"),
+            ("Object", "string"),
+            ("Message", "string"),
+        ],
+        _event_row,
+    ),
+    "/namespaces": (
+        [("Status", "string"), ("Age", "string")],
+        lambda ns: [
+            ns.get("status", {}).get("phase"),
+            human_duration(ns["metadata"].get("creationTimestamp")),
+        ],
+    ),
+}
+
+
+def _partial(obj: Obj) -> Obj:
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj["metadata"],
+    }
+
+
+def table(rt: ResourceType, objs: list[Obj], resource_version: str, include: str) -> Obj:
+    """A meta.k8s.io/v1 Table of ``objs``; ``include`` is the includeObject parameter."""
+    name_col = {
+        "name": "Name",
+        "type": "string",
+        "format": "name",
+        "priority": 0,
+        "description": "Name must be unique within a namespace.",
+    }
+    if rt.key in _BUILTIN:
+        columns, render = _BUILTIN[rt.key]
+        definitions = [name_col] + [
+            {"name": n, "type": t, "format": "", "priority": 0, "description": n}
+            for n, t in columns
+        ]
+        rows_cells = [[o["metadata"]["name"], *render(o)] for o in objs]
+    else:
+        printer = list(rt.printer_columns) or [_AGE]
+        definitions = [name_col] + [
+            {
+                "name": c["name"],
+                "type": "string" if c["type"] == "date" else c["type"],
+                "format": c.get("format", ""),
+                "priority": c.get("priority", 0),
+                "description": c.get("description", c["name"]),
+            }
+            for c in printer
+        ]
+        rows_cells = [
+            [o["metadata"]["name"]]
+            + [_cell(json_path(o, c["jsonPath"]), c["type"]) for c in printer]
+            for o in objs
+        ]
+    rows = []
+    for obj, cells in zip(objs, rows_cells, strict=True):
+        row: Obj = {"cells": cells}
+        if include == "Object":
+            row["object"] = obj
+        elif include != "None":
+            row["object"] = _partial(obj)
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    }

@@ -1,0 +1,25 @@
+"""``python -m durapod.operator``: run the operator against the current kubeconfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+
+from durapod.operator import handlers
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    assert handlers  # registering the handlers is importing them
+    # Readiness and liveness: kopf answers GET on this URL once it is up.
+    kopf.run(
+        standalone=True,
+        clusterwide=True,
+        liveness_endpoint=os.environ.get("DURAPOD_OPERATOR_HEALTH_URL"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The operator's Kubernetes calls beyond what kopf does for it (lightkube, async)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Event, Pod
+from lightkube.types import PatchType
+
+from durapod.resources.models import GROUP, VERSION
+
+TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
+TaskDefinitionResource = create_namespaced_resource(
+    GROUP, VERSION, "TaskDefinition", "taskdefinitions"
+)
+COMPONENT = "durapod-operator"
+
+
+class Conflict(Exception):
+    """The object changed since it was read: read it again and decide again."""
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _code(exc: ApiError) -> int:
+    return int(exc.status.code or 0)
+
+
+class Kube:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(TaskRunResource, name, namespace=namespace)
+        except ApiError as exc:
+            if _code(exc) == 404:
+                return None
+            raise
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    async def get_taskdefinition(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(TaskDefinitionResource, name, namespace=namespace)
+        except ApiError as exc:
+            if _code(exc) == 404:
+                return None
+            raise
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    async def patch_run_status(self, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``status`` into the run's, guarded by the resourceVersion it was read at."""
+        meta = run["metadata"]
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            obj = await self.client.patch(
+                TaskRunResource.Status,
+                meta["name"],
+                patch,
+                namespace=meta["namespace"],
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if _code(exc) == 409:
+                raise Conflict(meta["name"]) from exc
+            raise
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    async def create_pod(self, manifest: dict[str, Any]) -> bool:
+        """Create the pod; False when it exists already (an attempt never gets two)."""
+        try:
+            await self.client.create(cast(Pod, Pod.from_dict(manifest)))
+        except ApiError as exc:
+            if _code(exc) == 409:
+                return False
+            raise
+        return True
+
+    async def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            await self.client.get(Pod, name, namespace=namespace)
+        except ApiError as exc:
+            if _code(exc) == 404:
+                return False
+            raise
+        return True
+
+    async def event(
+        self, run: dict[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Record a Kubernetes Event on the run, for ``kubectl describe``."""
+        meta = run["metadata"]
+        stamp = now()
+        event = cast(
+            Event,
+            Event.from_dict(
+                {
+                    "metadata": {
+                        "generateName": f"{meta['name']}.",
+                        "namespace": meta["namespace"],
+                    },
+                    "involvedObject": {
+                        "apiVersion": run["apiVersion"],
+                        "kind": run["kind"],
+                        "name": meta["name"],
+                        "namespace": meta["namespace"],
+                        "uid": meta["uid"],
+                        "resourceVersion": meta["resourceVersion"],
+                    },
+                    "reason": reason,
+                    "message": message[:1024],
+                    "type": "Warning" if warning else "Normal",
+                    "source": {"component": COMPONENT},
+                    "reportingComponent": COMPONENT,
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "count": 1,
+                }
+            ),
+        )
+        await self.client.create(event)

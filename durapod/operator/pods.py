@@ -1,0 +1,84 @@
+"""Build the Pod of one attempt of a run from its pinned TaskDefinition spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from durapod.auth import run_token
+from durapod.operator.settings import Settings
+from durapod.resources.machines import PRESETS
+from durapod.resources.models import API_VERSION, TaskDefinitionSpec
+
+LABEL_RUN = "durapod.io/run"
+LABEL_TASK = "durapod.io/task"
+LABEL_ATTEMPT = "durapod.io/attempt"
+
+
+def pod_name(run_name: str, attempt: int) -> str:
+    """One name per attempt: creating it twice is a 409, never a second pod."""
+    return f"{run_name[:240]}-a{attempt}"
+
+
+def build(
+    run: dict[str, Any], definition: TaskDefinitionSpec, attempt: int, settings: Settings
+) -> dict[str, Any]:
+    meta = run["metadata"]
+    cpu, memory = PRESETS[definition.machine]
+    resources: dict[str, Any] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"cpu": cpu, "memory": memory},
+    }
+    if definition.resources:
+        for part in ("requests", "limits"):
+            given = getattr(definition.resources, part)
+            if given:
+                resources[part].update(given.model_dump(exclude_none=True))
+    env = [{"name": e.name, "value": e.value} for e in definition.env] + [
+        {"name": "DURAPOD_API_URL", "value": settings.api_url},
+        {"name": "DURAPOD_RUN_ID", "value": meta["uid"]},
+        {
+            "name": "DURAPOD_RUN_TOKEN",
+            "value": run_token(settings.run_token_secret, meta["uid"], meta["namespace"]),
+        },
+        {"name": "DURAPOD_ENTRYPOINT", "value": definition.entrypoint},
+        {"name": "DURAPOD_ATTEMPT", "value": str(attempt)},
+    ]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 30,
+        "containers": [
+            {
+                "name": "task",
+                "image": definition.image,
+                "command": definition.command,
+                "env": env,
+                "resources": resources,
+            }
+        ],
+    }
+    if definition.service_account_name:
+        spec["serviceAccountName"] = definition.service_account_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(meta["name"], attempt),
+            "namespace": meta["namespace"],
+            "labels": {
+                LABEL_RUN: meta["name"],
+                LABEL_TASK: run["spec"]["task"],
+                LABEL_ATTEMPT: str(attempt),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "TaskRun",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,32 @@
+"""Operator settings, read from the environment the chart or ``durapod dev`` sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: PostgreSQL DSN.
+    database_url: str
+    #: The API's URL as task pods reach it.
+    api_url: str
+    #: Secret shared with the API that signs per-run tokens.
+    run_token_secret: str
+    #: How long a TaskRun naming an unknown TaskDefinition waits for it before failing.
+    unknown_task_grace_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        names = ("DATABASE_URL", "DURAPOD_API_URL", "DURAPOD_RUN_TOKEN_SECRET")
+        if missing := [n for n in names if not os.environ.get(n)]:
+            raise SystemExit(
+                f"durapod operator: missing environment variable(s): {', '.join(missing)}"
+            )
+        return cls(
+            os.environ["DATABASE_URL"],
+            os.environ["DURAPOD_API_URL"],
+            os.environ["DURAPOD_RUN_TOKEN_SECRET"],
+            float(os.environ.get("DURAPOD_UNKNOWN_TASK_GRACE_SECONDS", "10")),
+        )

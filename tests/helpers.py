@@ -1,0 +1,166 @@
+"""Shared test helpers: waiting on conditions, the stand-in server in a thread, kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from durapod.dev import apiserver
+from durapod.dev.apiserver.cluster import Cluster
+from durapod.dev.kubelet import Kubelet
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TOKEN = "test-admin-token"
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class LocalCluster:
+    """The stand-in API server (and optionally the kubelet) on a private event loop thread."""
+
+    def __init__(self, home: Path, kubelet: bool = False) -> None:
+        self.home = home
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.cluster: Cluster = self.call(self._make_cluster())
+        self.log_dir = home / "pod-logs"
+        self._runner, self.url = self.call(apiserver.start(self.cluster, TOKEN, self.log_dir))
+        self.kubelet: Kubelet | None = None
+        if kubelet:
+            self.kubelet = Kubelet(self.url, TOKEN, self.log_dir, REPO)
+            self._kubelet_task = self.call(self._spawn(self.kubelet.run()))
+        self.kubeconfig = home / "kubeconfig"
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: t, cluster: {{server: '{self.url}'}}}}]\n"
+            f"users: [{{name: t, user: {{token: {TOKEN}}}}}]\n"
+            "contexts: [{name: t, context: {cluster: t, user: t, namespace: default}}]\n"
+            "current-context: t\n"
+        )
+
+    async def _make_cluster(self) -> Cluster:
+        return Cluster(tokens={TOKEN: {"username": "admin", "groups": ["system:masters"]}})
+
+    async def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.create_task(coro)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def read(self, fn: Callable[[Cluster], T]) -> T:
+        """Run ``fn(cluster)`` on the server's loop (the cluster is not thread-safe)."""
+
+        async def go() -> T:
+            return fn(self.cluster)
+
+        return self.call(go())
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return kubectl(self.kubeconfig, self.home / "kube-cache", *args, input=input, check=check)
+
+    def close(self) -> None:
+        if self.kubelet is not None:
+            self._kubelet_task.cancel()
+            self.call(self.kubelet.stop())
+        self.call(self._runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def kubectl(
+    kubeconfig: Path, cache: Path, *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The real, pinned kubectl binary."""
+    result = subprocess.run(
+        [str(BIN / "kubectl"), "--cache-dir", str(cache), *args],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class DevProcess:
+    """``durapod dev`` as a user runs it: a subprocess, stopped with SIGINT."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [str(BIN / "durapod"), "dev", "--home", str(home), *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, timeout: float = 90.0) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None and text not in self.output:
+                raise AssertionError(f"durapod dev exited early:\n{self.output}")
+            return text in self.output
+
+        wait_for(seen, timeout, f"{text!r} from durapod dev")
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return kubectl(
+            self.home / "kubeconfig", self.home / "kube-cache", *args, input=input, check=check
+        )
+
+    def env(self) -> dict[str, str]:
+        pairs = (
+            line.removeprefix("export ").split("=", 1)
+            for line in (self.home / "env").read_text().splitlines()
+        )
+        return dict(pairs)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(60)
+        self._reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return code

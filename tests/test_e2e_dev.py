@@ -1,0 +1,155 @@
+"""End to end: `durapod dev` as a user runs it, driven with the real kubectl 1.35."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, DevProcess, wait_for
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
+    home = tmp_path_factory.mktemp("dev")
+    home.chmod(0o755)
+    for parent in home.parents:  # the postgres user must reach its data directory
+        if str(parent).startswith("/tmp/"):
+            parent.chmod(0o755)
+    process = DevProcess(home, env={"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"})
+    process.wait_for_output("durapod dev is ready")
+    yield process
+    assert process.stop() == 0
+
+
+def _phase(dev: DevProcess, name: str) -> str:
+    return dev.kubectl("get", "tr", name, "-o", "jsonpath={.status.phase}", check=False).stdout
+
+
+def _finished(dev: DevProcess, name: str) -> str:
+    return wait_for(
+        lambda: _phase(dev, name) in ("Succeeded", "Failed") and _phase(dev, name),
+        60,
+        f"run {name} to finish",
+    )
+
+
+def test_kubectl_apply_get_describe_delete_the_hello_example(dev: DevProcess) -> None:
+    applied = dev.kubectl("apply", "-f", str(REPO / "examples/hello/")).stdout
+    assert "taskdefinition.durapod.io/hello created" in applied
+    assert "taskrun.durapod.io/hello-1 created" in applied
+    assert _finished(dev, "hello-1") == "Succeeded"
+
+    table = dev.kubectl("get", "tr").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION"]
+    row = next(line.split() for line in table if line.startswith("hello-1 "))
+    assert row[:4] == ["hello-1", "hello", "Succeeded", "1"]
+
+    run = yaml.safe_load(dev.kubectl("get", "tr", "hello-1", "-o", "yaml").stdout)
+    assert run["status"]["output"] == {"greeting": "Hello, world!", "attempt": 1}
+    assert run["status"]["definition"]["entrypoint"] == "examples.hello.tasks:hello"
+    succeeded = {c["type"]: c["status"] for c in run["status"]["conditions"]}
+    assert succeeded["Succeeded"] == "True" and succeeded["Failed"] == "False"
+
+    described = dev.kubectl("describe", "tr", "hello-1").stdout
+    events = described[described.index("Events:") :]
+    for reason in ("PodCreated", "Running", "Succeeded"):
+        assert reason in events
+    assert "durapod-operator" in events
+
+    waited = dev.kubectl("wait", "--for=condition=Succeeded", "tr/hello-1", "--timeout=10s")
+    assert "condition met" in waited.stdout
+
+    pod = run["status"]["podName"]
+    assert dev.kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}").stdout == "Succeeded"
+    assert "saying hello to world" in dev.kubectl("logs", pod).stdout
+    deleted = dev.kubectl("delete", "tr", "hello-1").stdout
+    assert 'taskrun.durapod.io "hello-1" deleted' in deleted
+    assert dev.kubectl("get", "tr", "hello-1", check=False).returncode != 0
+    # The run's pod goes with it (owner references).
+    wait_for(
+        lambda: dev.kubectl("get", "pod", pod, check=False).returncode != 0,
+        30,
+        "the run's pod to be collected",
+    )
+
+
+def test_kubectl_rejects_an_invalid_taskrun_naming_the_field(
+    dev: DevProcess, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: durapod.io/v1\nkind: TaskRun\nmetadata: {name: bad}\n"
+        "spec: {task: hello, priority: urgent}\n"
+    )
+    result = dev.kubectl("apply", "-f", str(bad), check=False)
+    assert result.returncode != 0
+    assert 'The TaskRun "bad" is invalid' in result.stderr
+    assert "spec.priority" in result.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        "apiVersion: durapod.io/v1\nkind: TaskRun\nmetadata: {name: typo}\n"
+        "spec: {task: hello, payloda: {}}\n"
+    )
+    result = dev.kubectl("apply", "-f", str(typo), check=False)
+    assert result.returncode != 0 and 'unknown field "spec.payloda"' in result.stderr
+    assert dev.kubectl("get", "tr", "bad", check=False).returncode != 0
+
+
+def _apply(dev: DevProcess, *docs: dict[str, object]) -> None:
+    dev.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+def _definition(name: str, entrypoint: str) -> dict[str, object]:
+    return {
+        "apiVersion": "durapod.io/v1",
+        "kind": "TaskDefinition",
+        "metadata": {"name": name},
+        "spec": {"image": "durapod:dev", "entrypoint": entrypoint},
+    }
+
+
+def _taskrun(name: str, task: str, payload: dict[str, object]) -> dict[str, object]:
+    return {
+        "apiVersion": "durapod.io/v1",
+        "kind": "TaskRun",
+        "metadata": {"name": name},
+        "spec": {"task": task, "payload": payload},
+    }
+
+
+def test_a_task_error_fails_the_run_with_type_message_and_traceback(dev: DevProcess) -> None:
+    _apply(
+        dev,
+        _definition("boom", "tests.tasks:explode"),
+        _taskrun("boom-1", "boom", {"why": "no luck"}),
+    )
+    assert _finished(dev, "boom-1") == "Failed"
+    error = json.loads(dev.kubectl("get", "tr", "boom-1", "-o", "jsonpath={.status.error}").stdout)
+    assert error["type"] == "ValueError" and error["message"] == "no luck"
+    assert error["reason"] == "TaskError" and "raise ValueError" in error["traceback"]
+    assert "TaskError: no luck" in dev.kubectl("describe", "tr", "boom-1").stdout
+
+
+def test_an_unknown_task_fails_the_run_with_a_precise_reason(dev: DevProcess) -> None:
+    _apply(dev, _taskrun("ghost-1", "no-such-task", {}))
+    assert _finished(dev, "ghost-1") == "Failed"
+    message = dev.kubectl("get", "tr", "ghost-1", "-o", "jsonpath={.status.error.message}").stdout
+    assert message == 'TaskDefinition "no-such-task" not found in namespace "default"'
+    assert dev.kubectl("get", "pods", "-l", "durapod.io/run=ghost-1", "-o", "name").stdout == ""
+
+
+def test_an_unloadable_entrypoint_fails_the_run(dev: DevProcess) -> None:
+    _apply(
+        dev,
+        _definition("missing", "tests.tasks:does_not_exist"),
+        _taskrun("missing-1", "missing", {}),
+    )
+    assert _finished(dev, "missing-1") == "Failed"
+    error = json.loads(
+        dev.kubectl("get", "tr", "missing-1", "-o", "jsonpath={.status.error}").stdout
+    )
+    assert error["reason"] == "EntrypointError" and "does_not_exist" in error["message"]
