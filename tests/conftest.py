@@ -17,8 +17,7 @@ from tests.helpers import LocalCluster
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    base = Path(tempfile.mkdtemp(prefix="durapod-test-pg-"))
-    base.chmod(0o755)  # the server runs as the postgres user when tests run as root
+    base = open_dir("durapod-test-pg-")
     server = PostgresServer(
         base / "data",
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
@@ -27,6 +26,20 @@ def postgres() -> Iterator[PostgresServer]:
     yield server
     server.stop("immediate")
     shutil.rmtree(base, ignore_errors=True)
+
+
+def open_dir(prefix: str) -> Path:
+    """A new directory the postgres user can reach (tests may run as root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    path = open_dir("durapod-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -26,30 +26,36 @@ def _alive(pid: int) -> bool:
     return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
 
-def _home(tmp_path: Path) -> Path:
-    for path in (tmp_path, *tmp_path.parents):
-        if str(path).startswith("/tmp/"):
-            path.chmod(0o755)  # the postgres user must reach its data directory
-    return tmp_path / "home"
+def _postmaster(database_url: str) -> int:
+    """The PostgreSQL server listening on the URL's port (pg_ctl daemonises it)."""
+    port = database_url.rsplit(":", 1)[1].split("/")[0]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"/postgres") and b"-p" in args and port.encode() in args:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no PostgreSQL server on port {port}")
 
 
-def test_demo_succeeds_then_sigint_leaves_no_process(tmp_path: Path) -> None:
-    dev = DevProcess(_home(tmp_path), "--demo")
+def test_demo_succeeds_then_sigint_leaves_no_process(open_tmp: Path) -> None:
+    dev = DevProcess(open_tmp / "home", "--demo")
     dev.wait_for_output("demo run hello-1 Succeeded")
     assert "durapod dev is ready" in dev.output
     assert '"greeting":"Hello, world!"' in dev.output
     env = dev.env()
     assert set(env) == {"KUBECONFIG", "DURAPOD_API_URL", "DURAPOD_TOKEN", "DATABASE_URL"}
     assert dev.process.poll() is None  # still serving
-    postmaster = int((dev.home / "postgres" / "postmaster.pid").read_text().split()[0])
+    postmaster = _postmaster(env["DATABASE_URL"])
     started = _descendants(dev.process.pid) | {postmaster}
     assert len(started) >= 3  # at least the operator, the API and PostgreSQL
     assert dev.stop() == 0
     assert [pid for pid in started if _alive(pid)] == []
 
 
-def test_sigterm_stops_it_too(tmp_path: Path) -> None:
-    dev = DevProcess(_home(tmp_path))
+def test_sigterm_stops_it_too(open_tmp: Path) -> None:
+    dev = DevProcess(open_tmp / "home")
     dev.wait_for_output("durapod dev is ready")
     children = _descendants(dev.process.pid)
     dev.process.send_signal(signal.SIGTERM)

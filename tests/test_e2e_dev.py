@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import open_dir
 from tests.helpers import REPO, DevProcess, wait_for
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProcess]:
-    home = tmp_path_factory.mktemp("dev")
-    home.chmod(0o755)
-    for parent in home.parents:  # the postgres user must reach its data directory
-        if str(parent).startswith("/tmp/"):
-            parent.chmod(0o755)
+def dev() -> Iterator[DevProcess]:
+    home = open_dir("durapod-e2e-")
     process = DevProcess(home, env={"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"})
     process.wait_for_output("durapod dev is ready")
     yield process
     assert process.stop() == 0
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _phase(dev: DevProcess, name: str) -> str:

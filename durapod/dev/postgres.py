@@ -7,11 +7,13 @@ runs as the ``postgres`` user.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class PostgresServer:
         result = subprocess.run(
             [str(find_bindir() / args[0]), *args[1:]],
             user=self._user,
+            cwd="/",
             capture_output=True,
             text=True,
             check=False,
@@ -73,6 +76,21 @@ class PostgresServer:
             )
         return result
 
+    def _reachable_data_dir(self, user: str) -> None:
+        """Move the data directory to the temp dir when ``user`` cannot reach it.
+
+        A root-owned checkout (under /root, or a mktemp directory) is closed to the
+        postgres user; a directory derived from the asked-for path keeps the data across
+        restarts without changing the permissions of the user's own directories.
+        """
+        probe = subprocess.run(["test", "-x", str(self.data_dir)], user=user, cwd="/", check=False)
+        if probe.returncode != 0:
+            self.data_dir = self._relocated()
+
+    def _relocated(self) -> Path:
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"durapod-postgres-{digest}"
+
     def dsn(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -80,7 +98,9 @@ class PostgresServer:
         """Start the server (initialising it first if need be); return the DSN of its database."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user:
+            self._reachable_data_dir(self._user)
             entry = pwd.getpwnam(self._user)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         os.chmod(self.data_dir, 0o700)
         if not (self.data_dir / "PG_VERSION").exists():

@@ -36,9 +36,9 @@ class Kube:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
 
-    async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = await self.client.get(TaskRunResource, name, namespace=namespace)
+            obj = await self.client.get(resource, name, namespace=namespace)
         except ApiError as exc:
             if _code(exc) == 404:
                 return None
@@ -46,15 +46,11 @@ class Kube:
         result: dict[str, Any] = obj.to_dict()
         return result
 
+    async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(TaskRunResource, namespace, name)
+
     async def get_taskdefinition(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.get(TaskDefinitionResource, name, namespace=namespace)
-        except ApiError as exc:
-            if _code(exc) == 404:
-                return None
-            raise
-        result: dict[str, Any] = obj.to_dict()
-        return result
+        return await self._get(TaskDefinitionResource, namespace, name)
 
     async def patch_run_status(self, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Merge ``status`` into the run's, guarded by the resourceVersion it was read at."""

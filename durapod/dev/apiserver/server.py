@@ -39,6 +39,13 @@ VERSION_INFO = {
 BOOKMARK_SECONDS = 5.0
 DEFAULT_WATCH_SECONDS = 1800
 MAX_BODY_BYTES = 3 * 1024 * 1024
+_SUCCESS_CREATED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Success",
+    "code": 201,
+}
 
 
 def _json(data: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
@@ -245,29 +252,11 @@ class ApiServer:
         elif t.rt.plural == "pods" and t.subresource == "eviction" and method == "POST":
             body = await self._body(request)
             self.cluster.evict(ns, t.name, body.get("deleteOptions") or {})
-            return _json(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "code": 201,
-                },
-                201,
-            )
+            return _json(_SUCCESS_CREATED, 201)
         elif t.rt.plural == "pods" and t.subresource == "binding" and method == "POST":
             body = await self._body(request)
             self.cluster.bind(ns, t.name, body.get("target", {}).get("name", "node"))
-            return _json(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "code": 201,
-                },
-                201,
-            )
+            return _json(_SUCCESS_CREATED, 201)
         raise errors.StatusError(
             405,
             "MethodNotAllowed",
