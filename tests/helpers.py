@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster
@@ -150,6 +153,39 @@ class DevProcess:
             self.home / "kubeconfig", self.home / "kube-cache", *args, input=input, check=check
         )
 
+    @property
+    def kube_url(self) -> str:
+        text = (self.home / "kubeconfig").read_text()
+        return text.split("server: ", 1)[1].split()[0]
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET from the stand-in API server (faster than kubectl for polling)."""
+        response = httpx.get(self.kube_url + path, params=params, timeout=30)
+        return response.json() if response.status_code == 200 else None
+
+    def taskrun(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        run: dict[str, Any] | None = self.get(
+            f"/apis/durapod.io/v1/namespaces/{namespace}/taskruns/{name}"
+        )
+        return run
+
+    def pods_of(self, run: str, namespace: str = "default") -> list[dict[str, Any]]:
+        listing = self.get(
+            f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"durapod.io/run={run}"
+        )
+        return list(listing["items"])
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 60.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            run = self.taskrun(name)
+            phase = ((run or {}).get("status") or {}).get("phase")
+            return run if phase in phases else None
+
+        return wait_for(reached, timeout, f"run {name} to reach {phases}")
+
+    def apply(self, *docs: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
     def env(self) -> dict[str, str]:
         pairs = (
             line.removeprefix("export ").split("=", 1)
@@ -164,3 +200,21 @@ class DevProcess:
         assert self.process.stdout is not None
         self.process.stdout.close()
         return code
+
+
+def definition(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "durapod.io/v1",
+        "kind": "TaskDefinition",
+        "metadata": {"name": name},
+        "spec": {"image": "durapod:dev", "entrypoint": entrypoint, **spec},
+    }
+
+
+def taskrun(name: str, task: str, payload: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "durapod.io/v1",
+        "kind": "TaskRun",
+        "metadata": {"name": name},
+        "spec": {"task": task, "payload": payload, **spec},
+    }

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import open_dir
-from tests.helpers import REPO, DevProcess, wait_for
+from tests.helpers import REPO, DevProcess, definition, taskrun, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -98,33 +98,10 @@ def test_kubectl_rejects_an_invalid_taskrun_naming_the_field(
     assert dev.kubectl("get", "tr", "bad", check=False).returncode != 0
 
 
-def _apply(dev: DevProcess, *docs: dict[str, object]) -> None:
-    dev.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-
-
-def _definition(name: str, entrypoint: str) -> dict[str, object]:
-    return {
-        "apiVersion": "durapod.io/v1",
-        "kind": "TaskDefinition",
-        "metadata": {"name": name},
-        "spec": {"image": "durapod:dev", "entrypoint": entrypoint},
-    }
-
-
-def _taskrun(name: str, task: str, payload: dict[str, object]) -> dict[str, object]:
-    return {
-        "apiVersion": "durapod.io/v1",
-        "kind": "TaskRun",
-        "metadata": {"name": name},
-        "spec": {"task": task, "payload": payload},
-    }
-
-
 def test_a_task_error_fails_the_run_with_type_message_and_traceback(dev: DevProcess) -> None:
-    _apply(
-        dev,
-        _definition("boom", "tests.tasks:explode"),
-        _taskrun("boom-1", "boom", {"why": "no luck"}),
+    dev.apply(
+        definition("boom", "tests.tasks:explode", retry={"maxAttempts": 1}),
+        taskrun("boom-1", "boom", {"why": "no luck"}),
     )
     assert _finished(dev, "boom-1") == "Failed"
     error = json.loads(dev.kubectl("get", "tr", "boom-1", "-o", "jsonpath={.status.error}").stdout)
@@ -134,7 +111,7 @@ def test_a_task_error_fails_the_run_with_type_message_and_traceback(dev: DevProc
 
 
 def test_an_unknown_task_fails_the_run_with_a_precise_reason(dev: DevProcess) -> None:
-    _apply(dev, _taskrun("ghost-1", "no-such-task", {}))
+    dev.apply(taskrun("ghost-1", "no-such-task", {}))
     assert _finished(dev, "ghost-1") == "Failed"
     message = dev.kubectl("get", "tr", "ghost-1", "-o", "jsonpath={.status.error.message}").stdout
     assert message == 'TaskDefinition "no-such-task" not found in namespace "default"'
@@ -142,10 +119,9 @@ def test_an_unknown_task_fails_the_run_with_a_precise_reason(dev: DevProcess) ->
 
 
 def test_an_unloadable_entrypoint_fails_the_run(dev: DevProcess) -> None:
-    _apply(
-        dev,
-        _definition("missing", "tests.tasks:does_not_exist"),
-        _taskrun("missing-1", "missing", {}),
+    dev.apply(
+        definition("missing", "tests.tasks:does_not_exist"),
+        taskrun("missing-1", "missing", {}),
     )
     assert _finished(dev, "missing-1") == "Failed"
     error = json.loads(

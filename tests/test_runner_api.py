@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from durapod import store
 from durapod.auth import run_token
 from durapod.dev.postgres import free_port
-from durapod.store import runs
+from durapod.store import checkpoints, pods, runs
 from tests.helpers import wait_for
 
 SECRET = "test-secret"
@@ -34,8 +35,9 @@ def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
                 name=f"r{i}",
                 task="t",
                 payload={"n": i},
-                definition={},
+                definition={"checkpointSizeLimit": 100},
             )
+            await pods.create(pool, run_id, 1, 1, f"r{i}-1", "small-1x")
         await pool.close()
         return ids
 
@@ -87,24 +89,68 @@ def test_a_run_token_cannot_read_another_run(api: tuple[str, list[uuid.UUID]]) -
     assert missing.status_code == 403
 
 
+def _read(database: str, query: Any) -> Any:
+    async def go() -> Any:
+        pool = await store.open_pool(database)
+        try:
+            return await query(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
 def test_outcome_reports_are_validated_and_stored(
     api: tuple[str, list[uuid.UUID]], database: str
 ) -> None:
     url, (first, _) = api
     endpoint = f"{url}/internal/v1/runs/{first}/outcome"
+    post = lambda body: httpx.post(endpoint, json=body, headers=_auth(first))  # noqa: E731
     assert httpx.post(endpoint, content=b"{nope", headers=_auth(first)).status_code == 400
+    assert post({"pod": 1, "error": {"type": "X"}}).status_code == 400
+    assert post({"pod": 1, "output": 1, "error": {}}).status_code == 400
+    assert post({"pod": 9, "output": {"ok": True}}).status_code == 409
+    assert post({"pod": 1, "output": {"ok": True}}).status_code == 204
+    record = _read(database, lambda pool: pods.get(pool, first, 1))
+    assert record.output == {"ok": True} and record.error is None
+
+
+def test_checkpoint_writes_are_idempotent_and_listed_in_the_context(
+    api: tuple[str, list[uuid.UUID]], database: str
+) -> None:
+    url, (first, second) = api
+    endpoint = f"{url}/internal/v1/runs/{first}/checkpoints"
+    body = {"step": "fetch", "seq": 0, "output": {"rows": 3}}
+    for _ in range(3):  # a retried write changes nothing
+        assert httpx.post(endpoint, json=body, headers=_auth(first)).status_code == 204
+    other = {"step": "fetch", "seq": 0, "output": {"rows": 99}}
+    assert httpx.post(endpoint, json=other, headers=_auth(first)).status_code == 204
     assert (
-        httpx.post(endpoint, json={"error": {"type": "X"}}, headers=_auth(first)).status_code == 400
+        httpx.post(
+            endpoint, json={"step": "", "seq": 1, "output": 1}, headers=_auth(first)
+        ).status_code
+        == 400
     )
+    stored = _read(database, lambda pool: checkpoints.for_run(pool, first))
+    assert [(c["step"], c["output"]) for c in stored] == [("fetch", {"rows": 3})]
+    context = httpx.get(f"{url}/internal/v1/runs/{first}/context", headers=_auth(first)).json()
+    assert context["checkpoints"] == [{"step": "fetch", "seq": 0, "output": {"rows": 3}}]
+    assert context["checkpointLimit"] == 100
+    # Another run's token can neither read nor write this run's checkpoints.
+    assert httpx.post(endpoint, json=body, headers=_auth(second)).status_code == 403
     assert (
-        httpx.post(endpoint, json={"output": {"ok": True}}, headers=_auth(first)).status_code == 204
+        httpx.get(f"{url}/internal/v1/runs/{first}/context", headers=_auth(second)).status_code
+        == 403
     )
 
-    async def read() -> object:
-        pool = await store.open_pool(database)
-        record = await runs.get(pool, first)
-        await pool.close()
-        assert record is not None
-        return record.output
 
-    assert asyncio.run(read()) == {"ok": True}
+def test_state_saves_keep_the_newest(api: tuple[str, list[uuid.UUID]], database: str) -> None:
+    url, (first, _) = api
+    endpoint = f"{url}/internal/v1/runs/{first}/state"
+    for seq, state in ((1, "a"), (3, "c"), (2, "stale")):
+        assert (
+            httpx.put(endpoint, json={"seq": seq, "state": state}, headers=_auth(first)).status_code
+            == 204
+        )
+    stored = _read(database, lambda pool: checkpoints.for_run(pool, first))
+    assert [(c["step"], c["output"]) for c in stored] == [("$state", "c")]

@@ -12,8 +12,11 @@ from starlette.routing import Route
 
 from durapod import store
 from durapod.api import runner_routes
+from durapod.api.kube import Kube
 from durapod.api.problems import Problem
 from durapod.api.settings import Settings
+
+RUNS = "/internal/v1/runs/{run_id}"
 
 
 async def healthz(_: Request) -> Response:
@@ -29,6 +32,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.kube = Kube()
         app.state.pool = await store.open_pool(settings.database_url)
         try:
             yield
@@ -38,8 +42,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz),
-            Route("/internal/v1/runs/{run_id}/context", runner_routes.context),
-            Route("/internal/v1/runs/{run_id}/outcome", runner_routes.outcome, methods=["POST"]),
+            Route(f"{RUNS}/context", runner_routes.context),
+            Route(f"{RUNS}/checkpoints", runner_routes.record_checkpoint, methods=["POST"]),
+            Route(f"{RUNS}/state", runner_routes.save_state, methods=["PUT"]),
+            Route(f"{RUNS}/children", runner_routes.trigger_child, methods=["POST"]),
+            Route(f"{RUNS}/outcome", runner_routes.outcome, methods=["POST"]),
         ],
         exception_handlers={Problem: _problem},
         lifespan=lifespan,

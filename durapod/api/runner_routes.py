@@ -1,10 +1,12 @@
 """The endpoints a task pod's runner calls, each with its per-run token.
 
-Kept lean (orjson, one query per call): they sit on the run's hot path.
+Kept lean (orjson, one statement per checkpoint, no read before a write): they sit on
+the hot path of every step. Writes are idempotent, so the runner may retry any call.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -13,7 +15,12 @@ from starlette.responses import Response
 
 from durapod.api.problems import Problem
 from durapod.auth import verify_run_token
-from durapod.store import runs
+from durapod.resources.models import DEFAULT_CHECKPOINT_BYTES
+from durapod.store import checkpoints, pods, runs
+
+#: No checkpoint may exceed the largest limit a TaskDefinition can set.
+HARD_CHECKPOINT_LIMIT = 16 * 1024 * 1024
+_NO_CONTENT = Response(status_code=204)
 
 
 def _authorised_run(request: Request) -> tuple[UUID, str]:
@@ -27,18 +34,36 @@ def _authorised_run(request: Request) -> tuple[UUID, str]:
     token = header.removeprefix("Bearer ")
     secret: str = request.app.state.settings.run_token_secret
     if not header.startswith("Bearer ") or not verify_run_token(secret, str(run_id), token):
-        raise Problem(403, "Forbidden", "this token may not access run " + str(run_id))
+        raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
     return run_id, token.partition(".")[0]
 
 
+async def _json_body(request: Request, limit: int = HARD_CHECKPOINT_LIMIT + 4096) -> Any:
+    raw = await request.body()
+    if len(raw) > limit:
+        raise Problem(413, "Content Too Large", f"body is {len(raw)} bytes, over {limit}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "Bad Request", f"body is not JSON: {exc}") from exc
+
+
+def _field(body: Any, name: str, kind: type) -> Any:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Problem(400, "Bad Request", f"{name!r} must be a {kind.__name__}")
+    return value
+
+
 async def context(request: Request) -> Response:
-    """What a new attempt starts from: the payload and the attempt number."""
+    """What a new pod starts from: payload, attempt, checkpoint limit, every checkpoint."""
     run_id, namespace = _authorised_run(request)
-    run = await runs.get(request.app.state.pool, run_id)
-    if run is None:
-        raise Problem(404, "Not Found", f"no run {run_id}")
-    if run.namespace != namespace:
+    pool = request.app.state.pool
+    run = await runs.get(pool, run_id)
+    if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
+    limit = (run.definition or {}).get("checkpointSizeLimit", DEFAULT_CHECKPOINT_BYTES)
+    stored = await checkpoints.for_run(pool, run_id)
     body = {
         "id": str(run.id),
         "namespace": run.namespace,
@@ -46,24 +71,71 @@ async def context(request: Request) -> Response:
         "task": run.task,
         "payload": run.payload,
         "attempt": run.attempt,
+        "checkpointLimit": limit,
+        "checkpoints": [
+            {"step": c["step"], "seq": c["seq"], "output": c["output"]} for c in stored
+        ],
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def outcome(request: Request) -> Response:
-    """The runner's report: ``{"output": ...}`` or ``{"error": {type, message, traceback}}``."""
+async def record_checkpoint(request: Request) -> Response:
+    """A completed step: ``{"step", "seq", "output"}``. Writing it again changes nothing."""
     run_id, _ = _authorised_run(request)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "Bad Request", f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict) or not ({"output", "error"} & body.keys()):
-        raise Problem(400, "Bad Request", 'body must be {"output": ...} or {"error": {...}}')
-    error = body.get("error")
-    if error is not None and not (isinstance(error, dict) and {"type", "message"} <= error.keys()):
+    body = await _json_body(request)
+    step, seq = _field(body, "step", str), _field(body, "seq", int)
+    if not step or seq < 0 or "output" not in body:
+        raise Problem(400, "Bad Request", "a checkpoint needs a step name, seq ≥ 0 and output")
+    output = orjson.dumps(body["output"])
+    if len(output) > HARD_CHECKPOINT_LIMIT:
+        raise Problem(413, "Content Too Large", f"step {step!r} output is {len(output)} bytes")
+    await checkpoints.record(request.app.state.pool, run_id, step, seq, output)
+    return _NO_CONTENT
+
+
+async def save_state(request: Request) -> Response:
+    """``ctx.checkpoint(state)``: ``{"seq", "state"}``; a stale write never wins."""
+    run_id, _ = _authorised_run(request)
+    body = await _json_body(request)
+    seq = _field(body, "seq", int)
+    if "state" not in body:
+        raise Problem(400, "Bad Request", "missing 'state'")
+    await checkpoints.save_state(request.app.state.pool, run_id, seq, orjson.dumps(body["state"]))
+    return _NO_CONTENT
+
+
+async def trigger_child(request: Request) -> Response:
+    """Start a child run named by the runner (so a retried call finds the same child)."""
+    run_id, namespace = _authorised_run(request)
+    body = await _json_body(request, limit=1024 * 1024)
+    task, name = _field(body, "task", str), _field(body, "name", str)
+    run = await runs.get(request.app.state.pool, run_id)
+    if run is None or run.namespace != namespace:
+        raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
+    child = await request.app.state.kube.create_child(
+        namespace, name, task, body.get("payload") or {}, {"name": run.name, "uid": str(run.id)}
+    )
+    if (child["spec"].get("parent") or {}).get("uid") != str(run.id):
+        raise Problem(409, "Conflict", f"a TaskRun {name!r} exists and is not this run's child")
+    return Response(
+        orjson.dumps({"name": child["metadata"]["name"]}), media_type="application/json"
+    )
+
+
+async def outcome(request: Request) -> Response:
+    """A pod's report: ``{"pod", "output"}``, ``{"pod", "error"}`` or ``{"pod", "suspend"}``."""
+    run_id, _ = _authorised_run(request)
+    body = await _json_body(request)
+    pod = _field(body, "pod", int)
+    kinds = [k for k in ("output", "error", "suspend") if k in body]
+    if len(kinds) != 1:
+        raise Problem(400, "Bad Request", "report exactly one of output, error or suspend")
+    kind = kinds[0]
+    value = body[kind]
+    if kind == "error" and not (isinstance(value, dict) and {"type", "message"} <= value.keys()):
         raise Problem(400, "Bad Request", "error must carry type and message")
-    if not await runs.report(
-        request.app.state.pool, run_id, output=body.get("output"), error=error
-    ):
-        raise Problem(409, "Conflict", f"run {run_id} is unknown or already finished")
-    return Response(status_code=204)
+    if kind == "suspend" and not (isinstance(value, dict) and value.keys() & {"until", "child"}):
+        raise Problem(400, "Bad Request", "suspend must carry until or child")
+    if not await pods.report(request.app.state.pool, run_id, pod, kind, value):
+        raise Problem(409, "Conflict", f"pod {pod} of run {run_id} is unknown or has ended")
+    return _NO_CONTENT

@@ -67,7 +67,7 @@ class Container:
     process: asyncio.subprocess.Process
     started_at: str
     memory_limit: int | None
-    killed_for: str | None = None  # "OOMKilled" | "Evicted" | "Deleted"
+    killed_for: str | None = None  # OOMKilled | Evicted | Deleted | DeadlineExceeded
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -221,10 +221,15 @@ class Kubelet:
                 ],
             },
         )
-        watchdog = asyncio.create_task(self._watch_memory(c)) if c.memory_limit else None
+        guards = []
+        if c.memory_limit:
+            guards.append(asyncio.create_task(self._watch_memory(c)))
+        if (deadline := spec.get("activeDeadlineSeconds")) is not None:
+            grace = float(spec.get("terminationGracePeriodSeconds", 30))
+            guards.append(asyncio.create_task(self._deadline(c, float(deadline), grace)))
         code = await process.wait()
-        if watchdog:
-            watchdog.cancel()
+        for guard in guards:
+            guard.cancel()
         await self._report_exit(pod, container, c, code)
         c.done.set()
 
@@ -275,12 +280,18 @@ class Kubelet:
         if code < 0:
             terminated["signal"] = -code
         status: Obj = {
-            "phase": "Succeeded" if code == 0 and c.killed_for is None else "Failed",
-            "conditions": _conditions(ready=False, evicted=c.killed_for == "Evicted"),
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "conditions": _conditions(ready=False, evicted=c.killed_for == "Evicted")
+            + await self._disruption_conditions(c),
             "containerStatuses": [
                 self._container_status(container, c, {"terminated": terminated}, False)
             ],
         }
+        if c.killed_for == "DeadlineExceeded":
+            status.update(
+                reason="DeadlineExceeded",
+                message="Pod was active on the node longer than the specified deadline",
+            )
         if c.killed_for == "Evicted":
             status.update(
                 reason="Evicted",
@@ -292,6 +303,18 @@ class Kubelet:
         if c.killed_for == "Deleted":
             await self._finish_delete(c.namespace, c.name, c.uid)
 
+    async def _disruption_conditions(self, c: Container) -> list[Obj]:
+        """DisruptionTarget conditions others set (the Eviction API): a node keeps them."""
+        async with self.session.get(self._pod_url(c.namespace, c.name)) as response:
+            if response.status != 200:
+                return []
+            current = await response.json()
+        return [
+            cond
+            for cond in (current.get("status") or {}).get("conditions") or []
+            if cond.get("type") == "DisruptionTarget" and c.killed_for != "Evicted"
+        ]
+
     async def _terminate(self, c: Container, grace: float, why: str) -> None:
         """SIGTERM, then SIGKILL once ``grace`` seconds have passed."""
         c.killed_for = c.killed_for or why
@@ -301,6 +324,11 @@ class Kubelet:
         except TimeoutError:
             _kill(c, signal.SIGKILL)
         await c.done.wait()
+
+    async def _deadline(self, c: Container, seconds: float, grace: float) -> None:
+        """spec.activeDeadlineSeconds: past it the pod is stopped as DeadlineExceeded."""
+        await asyncio.sleep(seconds)
+        await self._terminate(c, grace, "DeadlineExceeded")
 
     async def evict(self, namespace: str, name: str, grace: float = 30) -> None:
         """Node-pressure eviction of a running pod, as the kubelet does under memory pressure."""

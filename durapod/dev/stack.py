@@ -46,6 +46,12 @@ class Stack:
     api_url: str = field(init=False, default="")
     database_url: str = field(init=False, default="")
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
+    #: How often each component was restarted after dying.
+    restarts: dict[str, int] = field(init=False, default_factory=dict)
+    _commands: dict[str, tuple[list[str], dict[str, str], Path]] = field(
+        init=False, default_factory=dict
+    )
+    _supervisor: asyncio.Task[None] | None = field(init=False, default=None)
     _postgres: PostgresServer | None = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     kubelet: Kubelet | None = field(init=False, default=None)
@@ -102,6 +108,7 @@ class Stack:
         self._spawn("operator", [sys.executable, "-m", "durapod.operator"], env, logs)
         await self._wait_healthy(f"{self.api_url}/healthz", "api")
         await self._wait_healthy(env["DURAPOD_OPERATOR_HEALTH_URL"], "operator")
+        self._supervisor = asyncio.create_task(self._supervise())
         (self.home / "env").write_text(
             f"export KUBECONFIG={self.kubeconfig}\n"
             f"export DURAPOD_API_URL={self.api_url}\n"
@@ -114,6 +121,17 @@ class Stack:
             self.processes[name] = subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+        self._commands[name] = (argv, env, logs)
+
+    async def _supervise(self) -> None:
+        """Restart a component that dies, as a Deployment's ReplicaSet would."""
+        while True:
+            await asyncio.sleep(0.2)
+            for name, process in list(self.processes.items()):
+                if process.poll() is not None:
+                    log.warning("the %s exited (%s); restarting it", name, process.returncode)
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self._spawn(name, *self._commands[name])
 
     async def _wait_healthy(self, url: str, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -142,6 +160,8 @@ class Stack:
 
     async def stop(self) -> None:
         """Stop everything started, children first; leaves no process behind."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from lightkube import AsyncClient
 
 from durapod import store
 from durapod.operator.kube import Kube
+from durapod.operator.listening import listen_for_checkpoints
 from durapod.operator.pods import LABEL_RUN
 from durapod.operator.reconcile import Reconciler
 from durapod.operator.settings import Settings
@@ -23,20 +25,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = Settings.from_env()
     memo.pool = await store.open_pool(config.database_url)
     memo.reconciler = Reconciler(config, memo.pool, Kube(AsyncClient()))
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    memo.listener = asyncio.create_task(
+        listen_for_checkpoints(config.database_url, memo.reconciler)
+    )
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.listener.cancel()
     await memo.pool.close()
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns")
 async def taskrun_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED":
+    if type == "DELETED":
+        await memo.reconciler.run_deleted(dict(body))
+    else:
         await memo.reconciler.run_changed(dict(body))
 
 

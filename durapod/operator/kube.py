@@ -71,6 +71,34 @@ class Kube:
         result: dict[str, Any] = obj.to_dict()
         return result
 
+    async def merge_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge ``status`` unguarded: for fields only one writer sets (lastCheckpoint)."""
+        try:
+            await self.client.patch(
+                TaskRunResource.Status,
+                name,
+                {"status": status},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if _code(exc) != 404:
+                raise
+
+    async def delete_taskrun(self, namespace: str, name: str) -> None:
+        await self._delete(TaskRunResource, namespace, name)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete gracefully: the kubelet sends SIGTERM, then SIGKILL after the grace period."""
+        await self._delete(Pod, namespace, name)
+
+    async def _delete(self, resource: Any, namespace: str, name: str) -> None:
+        try:
+            await self.client.delete(resource, name, namespace=namespace)
+        except ApiError as exc:
+            if _code(exc) != 404:
+                raise
+
     async def create_pod(self, manifest: dict[str, Any]) -> bool:
         """Create the pod; False when it exists already (an attempt never gets two)."""
         try:

@@ -2,33 +2,42 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from durapod.auth import run_token
 from durapod.operator.settings import Settings
 from durapod.resources.machines import PRESETS
-from durapod.resources.models import API_VERSION, TaskDefinitionSpec
+from durapod.resources.models import API_VERSION, Machine, TaskDefinitionSpec
 
 LABEL_RUN = "durapod.io/run"
 LABEL_TASK = "durapod.io/task"
 LABEL_ATTEMPT = "durapod.io/attempt"
 
 
-def pod_name(run_name: str, attempt: int) -> str:
-    """One name per attempt: creating it twice is a 409, never a second pod."""
-    return f"{run_name[:240]}-a{attempt}"
+def pod_name(run_name: str, index: int) -> str:
+    """One name per pod index: creating it twice is a 409, never a second pod."""
+    return f"{run_name[:240]}-{index}"
 
 
 def build(
-    run: dict[str, Any], definition: TaskDefinitionSpec, attempt: int, settings: Settings
+    run: dict[str, Any],
+    definition: TaskDefinitionSpec,
+    attempt: int,
+    index: int,
+    machine: str,
+    remaining_seconds: float | None,
+    settings: Settings,
 ) -> dict[str, Any]:
+    """The pod of one attempt; ``remaining_seconds`` of maxDuration become its deadline."""
     meta = run["metadata"]
-    cpu, memory = PRESETS[definition.machine]
+    cpu, memory = PRESETS[Machine(machine)]
     resources: dict[str, Any] = {
         "requests": {"cpu": cpu, "memory": memory},
         "limits": {"cpu": cpu, "memory": memory},
     }
-    if definition.resources:
+    # Explicit resources hold on the definition's machine; an OOM upgrade replaces them.
+    if definition.resources and machine == definition.machine:
         for part in ("requests", "limits"):
             given = getattr(definition.resources, part)
             if given:
@@ -42,6 +51,7 @@ def build(
         },
         {"name": "DURAPOD_ENTRYPOINT", "value": definition.entrypoint},
         {"name": "DURAPOD_ATTEMPT", "value": str(attempt)},
+        {"name": "DURAPOD_POD_INDEX", "value": str(index)},
     ]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -56,13 +66,15 @@ def build(
             }
         ],
     }
+    if remaining_seconds is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(remaining_seconds))
     if definition.service_account_name:
         spec["serviceAccountName"] = definition.service_account_name
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(meta["name"], attempt),
+            "name": pod_name(meta["name"], index),
             "namespace": meta["namespace"],
             "labels": {
                 LABEL_RUN: meta["name"],

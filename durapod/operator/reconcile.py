@@ -1,9 +1,11 @@
-"""Drive each TaskRun forward from what is observed: the run, its pod, its record.
+"""Drive each TaskRun forward from what is observed: the run, its pod, its records.
 
-Level-triggered: every TaskRun or pod event calls in here, and the decision is taken
-again from the current state, so an event seen twice, late, or after an operator
-restart does no harm. Every status write is guarded by the resourceVersion it was
-decided on; on a conflict the run is read again and the decision taken anew.
+Level-triggered: every TaskRun or pod event, timer and checkpoint notification calls in
+here, and the decision is taken again from the current state, so an event seen twice,
+late, or after an operator restart does no harm. Every status write is guarded by the
+resourceVersion it was decided on; on a conflict the run is read again and the decision
+taken anew. Pods are named ``<run>-<n>`` and the run's ``status.pods`` is raised before
+pod ``n`` is created, so no restart or race can give one pod index two pods.
 """
 
 from __future__ import annotations
@@ -12,32 +14,35 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
-from durapod.durations import format_duration
-from durapod.operator import pods
+from durapod.durations import format_duration, parse_duration
+from durapod.operator import pods, verdicts
 from durapod.operator.kube import Conflict, Kube, now
 from durapod.operator.settings import Settings
+from durapod.operator.verdicts import Outcome, Verdict
 from durapod.resources.models import MAX_PAYLOAD_BYTES, Phase, TaskDefinitionSpec
-from durapod.store import Pool, runs
+from durapod.store import Pool, checkpoints, runs
+from durapod.store import pods as pod_records
 
 log = logging.getLogger("durapod.operator")
 Obj = dict[str, Any]
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 8
+LIVE = (Phase.STARTING, Phase.RESUMING, Phase.RUNNING)
 
 
 def conditions(phase: Phase, message: str = "") -> list[Obj]:
     """Ready / Succeeded / Failed, so ``kubectl wait --for=condition=Succeeded`` works."""
     stamp = now()
-    finished = phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT)
     states = {
-        "Ready": not finished,
+        "Ready": not phase.finished,
         "Succeeded": phase == Phase.SUCCEEDED,
-        "Failed": finished and phase != Phase.SUCCEEDED,
+        "Failed": phase.finished and phase != Phase.SUCCEEDED,
     }
     return [
         {
@@ -51,25 +56,12 @@ def conditions(phase: Phase, message: str = "") -> list[Obj]:
     ]
 
 
-def _duration(record: runs.Run | None) -> str | None:
-    """How long the run has been running, from the precise start time in its record."""
-    if record is None or record.started_at is None:
-        return None
-    return format_duration(datetime.now(UTC) - record.started_at)
+def _parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _pod_error(pod: Obj) -> Obj:
-    """Why a pod failed when its runner could not say: from the container's last state."""
-    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    terminated = statuses[0].get("state", {}).get("terminated") or {}
-    reason = pod.get("status", {}).get("reason") or terminated.get("reason") or "Error"
-    code = terminated.get("exitCode")
-    return {
-        "type": "PodFailed",
-        "reason": reason,
-        "message": f"pod {pod['metadata']['name']} failed: {reason}"
-        + (f", exit code {code}" if code is not None else ""),
-    }
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Reconciler:
@@ -78,61 +70,103 @@ class Reconciler:
         self.pool = pool
         self.kube = kube
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._later: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.Task[None]] = {}
+
+    # -- entry points ------------------------------------------------------------------
 
     async def run_changed(self, run: Obj) -> None:
-        await self._with_retries(
-            run["metadata"]["namespace"],
-            run["metadata"]["name"],
-            run,
-            lambda current: self._advance(current),
-        )
+        meta = run["metadata"]
+        await self._locked(meta["namespace"], meta["name"], self._advance, run)
+
+    async def run_deleted(self, run: Obj) -> None:
+        """The TaskRun is gone (its pods go with it): an unfinished run is Cancelled."""
+        status = run.get("status") or {}
+        if status.get("phase") and not Phase(status["phase"]).finished:
+            await runs.set_status(
+                self.pool, UUID(run["metadata"]["uid"]), Phase.CANCELLED.value, finished=True
+            )
+        self._cancel_timer(f"{run['metadata']['namespace']}/{run['metadata']['name']}")
 
     async def pod_changed(self, event: str, pod: Obj) -> None:
         meta = pod["metadata"]
         run_name = (meta.get("labels") or {}).get(pods.LABEL_RUN)
-        if not run_name:
+        if run_name:
+            await self._locked(meta["namespace"], run_name, self._observe_pod, None, event, pod)
+
+    async def checkpoint_written(self, run_id: UUID, step: str) -> None:
+        """Show the latest step in ``status.lastCheckpoint``."""
+        record = await runs.get(self.pool, run_id)
+        if record is None:
             return
-        await self._with_retries(
-            meta["namespace"],
-            run_name,
-            None,
-            lambda current: self._observe_pod(current, event, pod),
+        await self.kube.merge_run_status(
+            record.namespace, record.name, {"lastCheckpoint": {"step": step, "at": now()}}
         )
 
-    async def _with_retries(self, namespace: str, name: str, run: Obj | None, step: Any) -> None:
+    async def _locked(
+        self,
+        namespace: str,
+        name: str,
+        step: Callable[..., Awaitable[None]],
+        run: Obj | None,
+        *args: Any,
+    ) -> None:
+        """Run ``step(run, *args)`` alone for this run, re-reading it after a conflict."""
         async with self._locks[f"{namespace}/{name}"]:
             for _ in range(CONFLICT_RETRIES):
                 current = run or await self.kube.get_taskrun(namespace, name)
                 if current is None:
                     return
                 try:
-                    await step(current)
+                    await step(current, *args)
                     return
                 except Conflict:
-                    run = None  # read it again
+                    run = None
             log.warning("run %s/%s: gave up after %d conflicts", namespace, name, CONFLICT_RETRIES)
 
-    # -- TaskRun -----------------------------------------------------------------------
+    # -- timers ------------------------------------------------------------------------
+
+    def _wake_at(self, run: Obj, when: datetime) -> None:
+        """Reconcile the run again at ``when`` (timers are rebuilt from status on restart)."""
+        meta = run["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        self._cancel_timer(key)
+        delay = max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+        async def fire() -> None:
+            await asyncio.sleep(delay)
+            self._timers.pop(key, None)
+            await self._locked(meta["namespace"], meta["name"], self._advance, None)
+
+        self._timers[key] = asyncio.create_task(fire())
+
+    def _cancel_timer(self, key: str) -> None:
+        if (timer := self._timers.pop(key, None)) is not None and not timer.done():
+            timer.cancel()
+
+    # -- the run's phases --------------------------------------------------------------
 
     async def _advance(self, run: Obj) -> None:
         status = run.get("status") or {}
         phase = Phase(status["phase"]) if status.get("phase") else None
-        if phase is None or phase == Phase.PENDING:
+        if phase is not None and phase.finished:
+            await self._expire(run)
+        elif run["spec"].get("cancel"):
+            await self._stop(run, Phase.CANCELLED, "cancelled by spec.cancel")
+        elif phase is None or phase == Phase.PENDING:
             await self._admit(run)
-        elif phase == Phase.STARTING:
-            await self._ensure_pod(run)
-        elif phase == Phase.RUNNING and not await self.kube.pod_exists(
-            run["metadata"]["namespace"], status["podName"]
-        ):
-            await self._fail(
-                run,
-                {
-                    "type": "PodLost",
-                    "reason": "PodDeleted",
-                    "message": f"pod {status['podName']} is gone",
-                },
-            )
+        elif phase in LIVE:
+            await self._check_pod(run)
+        elif phase == Phase.RETRYING:
+            await self._when_due(run, lambda: self._next_pod(run, Phase.STARTING, attempt=+1))
+        elif phase == Phase.WAITING:
+            await self._waiting(run)
+
+    async def _when_due(self, run: Obj, start: Callable[[], Awaitable[None]]) -> None:
+        due = _parse_time(run["status"]["resumeAt"])
+        if datetime.now(UTC) >= due:
+            await start()
+        else:
+            self._wake_at(run, due)
 
     async def _admit(self, run: Obj) -> None:
         meta, spec = run["metadata"], run["spec"]
@@ -142,9 +176,10 @@ class Reconciler:
             return
         size = len(json.dumps(spec.get("payload") or {}, separators=(",", ":")))
         if size > MAX_PAYLOAD_BYTES:
-            await self._fail(
+            await self._finish(
                 run,
-                {
+                Phase.FAILED,
+                error={
                     "type": "PayloadTooLarge",
                     "reason": "PayloadTooLarge",
                     "message": f"payload is {size} bytes, over the limit of "
@@ -155,16 +190,17 @@ class Reconciler:
         try:
             definition = TaskDefinitionSpec.model_validate(td["spec"])
         except ValidationError as exc:
-            await self._fail(
+            await self._finish(
                 run,
-                {
+                Phase.FAILED,
+                error={
                     "type": "InvalidTaskDefinition",
                     "reason": "UnknownTask",
                     "message": f"TaskDefinition {spec['task']!r} is invalid: {exc}",
                 },
             )
             return
-        pinned = definition.model_dump(by_alias=True, exclude_none=True)
+        pinned = definition.model_dump(by_alias=True, exclude_none=True, mode="json")
         await runs.admit(
             self.pool,
             run_id=UUID(meta["uid"]),
@@ -174,154 +210,349 @@ class Reconciler:
             payload=spec.get("payload") or {},
             definition=pinned,
         )
-        attempt = 1
         run = await self.kube.patch_run_status(
             run,
             {
                 "phase": Phase.STARTING.value,
-                "attempt": attempt,
-                "podName": pods.pod_name(meta["name"], attempt),
                 "definition": pinned,
-                "conditions": conditions(Phase.STARTING, "creating the pod of attempt 1"),
+                "attempt": 0,
+                "pods": 0,
+                "machine": definition.machine,
+                "conditions": conditions(Phase.STARTING, "admitted"),
             },
         )
-        await runs.set_status(self.pool, UUID(meta["uid"]), Phase.STARTING.value, attempt=attempt)
-        await self._ensure_pod(run)
-
-    async def _ensure_pod(self, run: Obj) -> None:
-        status = run["status"]
-        definition = TaskDefinitionSpec.model_validate(status["definition"])
-        manifest = pods.build(run, definition, status["attempt"], self.settings)
-        if await self.kube.create_pod(manifest):
-            await self.kube.event(
-                run,
-                "PodCreated",
-                f"attempt {status['attempt']}: created pod {manifest['metadata']['name']}",
-            )
+        await self._next_pod(run, Phase.STARTING, attempt=+1)
 
     async def _unknown_task(self, run: Obj) -> None:
         meta = run["metadata"]
         message = (
             f'TaskDefinition "{run["spec"]["task"]}" not found in namespace "{meta["namespace"]}"'
         )
-        created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
-        waited = (datetime.fromisoformat(now().replace("Z", "+00:00")) - created).total_seconds()
-        if waited >= self.settings.unknown_task_grace_seconds:
-            await self._fail(
-                run, {"type": "UnknownTask", "reason": "UnknownTask", "message": message}
+        waited = datetime.now(UTC) - _parse_time(meta["creationTimestamp"])
+        grace = timedelta(seconds=self.settings.unknown_task_grace_seconds)
+        if waited >= grace:
+            await self._finish(
+                run,
+                Phase.FAILED,
+                error={"type": "UnknownTask", "reason": "UnknownTask", "message": message},
             )
             return
         if (run.get("status") or {}).get("phase") != Phase.PENDING.value:
-            await self.kube.patch_run_status(
+            run = await self.kube.patch_run_status(
                 run,
                 {
                     "phase": Phase.PENDING.value,
                     "conditions": conditions(Phase.PENDING, message + "; waiting for it"),
                 },
             )
-        # Look again once the grace period is over (or earlier, on any change to the run).
-        task = asyncio.create_task(
-            self._recheck(
-                meta["namespace"],
-                meta["name"],
-                self.settings.unknown_task_grace_seconds - waited + 0.5,
-            )
-        )
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
+        self._wake_at(run, datetime.now(UTC) + grace - waited)
 
-    async def _recheck(self, namespace: str, name: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._with_retries(namespace, name, None, self._advance)
+    def _definition(self, run: Obj) -> TaskDefinitionSpec:
+        return TaskDefinitionSpec.model_validate(run["status"]["definition"])
+
+    async def _next_pod(
+        self, run: Obj, phase: Phase, attempt: int = 0, resumes: int = 0, machine: str | None = None
+    ) -> None:
+        """Start the run's next pod: raise ``status.pods`` first, then create the pod."""
+        status = run["status"]
+        meta = run["metadata"]
+        run_id = UUID(meta["uid"])
+        definition = self._definition(run)
+        index = int(status.get("pods") or 0) + 1
+        number = int(status.get("attempt") or 0) + attempt
+        machine = machine or status.get("machine") or definition.machine
+        remaining = await self._remaining_seconds(run_id, definition)
+        if remaining is not None and remaining <= 0:
+            await self._finish(run, Phase.TIMED_OUT, error=self._timeout_error(definition))
+            return
+        name = pods.pod_name(meta["name"], index)
+        run = await self.kube.patch_run_status(
+            run,
+            {
+                "phase": phase.value,
+                "attempt": number,
+                "resumes": int(status.get("resumes") or 0) + resumes,
+                "pods": index,
+                "podName": name,
+                "machine": machine,
+                "resumeAt": None,
+                "waitingFor": None,
+                "conditions": conditions(phase, f"attempt {number}: starting pod {name}"),
+            },
+        )
+        await runs.set_status(self.pool, run_id, phase.value, attempt=number)
+        await pod_records.create(self.pool, run_id, index, number, name, machine)
+        await self._create_pod(run, remaining)
+
+    async def _create_pod(self, run: Obj, remaining: float | None) -> None:
+        status = run["status"]
+        manifest = pods.build(
+            run,
+            self._definition(run),
+            status["attempt"],
+            status["pods"],
+            status["machine"],
+            remaining,
+            self.settings,
+        )
+        if await self.kube.create_pod(manifest):
+            await self.kube.event(
+                run,
+                "PodCreated",
+                f"attempt {status['attempt']}: created "
+                f"pod {status['podName']} ({status['machine']})",
+            )
+
+    async def _remaining_seconds(
+        self, run_id: UUID, definition: TaskDefinitionSpec
+    ) -> float | None:
+        """What is left of maxDuration: it counts the time the run's pods have run."""
+        if not definition.max_duration:
+            return None
+        used = timedelta()
+        for record in await pod_records.for_run(self.pool, run_id):
+            if record.started_at is not None:
+                used += (record.finished_at or datetime.now(UTC)) - record.started_at
+        return (parse_duration(definition.max_duration) - used).total_seconds()
+
+    def _timeout_error(self, definition: TaskDefinitionSpec) -> Obj:
+        return {
+            "type": "TimedOut",
+            "reason": "TimedOut",
+            "message": f"the run used up its maxDuration of {definition.max_duration}",
+        }
+
+    async def _check_pod(self, run: Obj) -> None:
+        """A live run whose pod vanished while nobody watched: judge it from its record."""
+        status = run["status"]
+        namespace = run["metadata"]["namespace"]
+        if await self.kube.pod_exists(namespace, status["podName"]):
+            return
+        record = await pod_records.get(self.pool, UUID(run["metadata"]["uid"]), status["pods"])
+        if record is None:  # status was raised but the pod never created: create it
+            remaining = await self._remaining_seconds(
+                UUID(run["metadata"]["uid"]), self._definition(run)
+            )
+            await self._create_pod(run, remaining)
+            return
+        gone = {
+            "metadata": {"name": status["podName"], "namespace": namespace},
+            "status": {"phase": "Unknown"},
+        }
+        await self._observe_pod(run, "DELETED", gone)
+
+    async def _waiting(self, run: Obj) -> None:
+        status = run["status"]
+        if status.get("resumeAt"):
+            await self._when_due(run, lambda: self._next_pod(run, Phase.RESUMING))
+            return
+        child_name = status.get("waitingFor")
+        if not child_name:
+            return
+        child = await self.kube.get_taskrun(run["metadata"]["namespace"], child_name)
+        child_status = (child or {}).get("status") or {}
+        if child is not None and not (
+            child_status.get("phase") and Phase(child_status["phase"]).finished
+        ):
+            return  # the child's own events bring us back here
+        if child is None:
+            outcome: Obj = {
+                "error": {"type": "ChildRunLost", "message": f"child run {child_name} was deleted"}
+            }
+        elif child_status["phase"] == Phase.SUCCEEDED.value:
+            outcome = {"output": child_status.get("output")}
+        else:
+            outcome = {
+                "error": child_status.get("error")
+                or {
+                    "type": child_status["phase"],
+                    "message": f"child run ended {child_status['phase']}",
+                }
+            }
+        await checkpoints.record_next(
+            self.pool, UUID(run["metadata"]["uid"]), f"$wait:{child_name}", outcome
+        )
+        await self._next_pod(run, Phase.RESUMING)
+
+    async def _expire(self, run: Obj) -> None:
+        """Delete a finished run once its TTL has passed."""
+        status = run["status"]
+        if not status.get("finishedAt") or not status.get("definition"):
+            return
+        ttl = run["spec"].get("ttl") or status["definition"].get("ttl") or "7d"
+        due = _parse_time(status["finishedAt"]) + parse_duration(ttl)
+        if datetime.now(UTC) >= due:
+            await self.kube.delete_taskrun(run["metadata"]["namespace"], run["metadata"]["name"])
+        else:
+            self._wake_at(run, due)
 
     # -- pods --------------------------------------------------------------------------
 
     async def _observe_pod(self, run: Obj, event: str, pod: Obj) -> None:
         status = run.get("status") or {}
-        owners = pod["metadata"].get("ownerReferences") or []
-        if not any(o.get("uid") == run["metadata"]["uid"] for o in owners):
+        owners = pod["metadata"].get("ownerReferences")
+        if owners is not None and not any(o.get("uid") == run["metadata"]["uid"] for o in owners):
             return  # the pod of an earlier run of the same name
-        if not status.get("phase") or Phase(status["phase"]).finished:
+        if not status.get("phase") or Phase(status["phase"]) not in LIVE:
             return
         if pod["metadata"]["name"] != status.get("podName"):
-            return  # an earlier attempt's pod
-        pod_phase = (pod.get("status") or {}).get("phase")
-        if pod_phase == "Succeeded":
-            await self._succeed(run)
-        elif pod_phase == "Failed":
-            await self._fail_from_pod(run, pod)
-        elif event == "DELETED":
-            await self._fail(
-                run,
-                {
-                    "type": "PodLost",
-                    "reason": "PodDeleted",
-                    "message": f"pod {pod['metadata']['name']} was deleted before it finished",
-                },
-            )
-        elif pod_phase == "Running" and status["phase"] == Phase.STARTING.value:
-            await self.kube.patch_run_status(
-                run,
-                {
-                    "phase": Phase.RUNNING.value,
-                    "startedAt": now(),
-                    "conditions": conditions(Phase.RUNNING, f"running in pod {status['podName']}"),
-                },
-            )
-            await runs.set_status(
-                self.pool, UUID(run["metadata"]["uid"]), Phase.RUNNING.value, started=True
-            )
-            await self.kube.event(
-                run, "Running", f"attempt {status['attempt']} is running in pod {status['podName']}"
-            )
-
-    async def _succeed(self, run: Obj) -> None:
-        record = await runs.get(self.pool, UUID(run["metadata"]["uid"]))
-        output = record.output if record else None
-        status = run["status"]
-        await self.kube.patch_run_status(
-            run,
-            {
-                "phase": Phase.SUCCEEDED.value,
-                "output": output,
-                "finishedAt": now(),
-                "startedAt": status.get("startedAt") or now(),
-                "duration": _duration(record),
-                "conditions": conditions(Phase.SUCCEEDED, "the task returned"),
-            },
-        )
-        await runs.set_status(
-            self.pool,
-            UUID(run["metadata"]["uid"]),
-            Phase.SUCCEEDED.value,
-            started=True,
-            finished=True,
-        )
-        await self.kube.event(run, "Succeeded", f"attempt {status['attempt']} succeeded")
-
-    async def _fail_from_pod(self, run: Obj, pod: Obj) -> None:
-        record = await runs.get(self.pool, UUID(run["metadata"]["uid"]))
-        error = record.error if record and record.error else _pod_error(pod)
-        await self._fail(run, error)
-
-    async def _fail(self, run: Obj, error: Obj) -> None:
+            return  # an earlier pod of this run
         run_id = UUID(run["metadata"]["uid"])
-        record = await runs.get(self.pool, run_id)
+        record = await pod_records.get(self.pool, run_id, status["pods"])
+        reported = (
+            {"output": record.output, "error": record.error, "suspend": record.suspend}
+            if record
+            else {}
+        )
+        verdict = verdicts.judge(pod, event == "DELETED", reported)
+        if verdict is None:
+            if (pod.get("status") or {}).get("phase") == "Running" and status["phase"] != "Running":
+                await self._running(run)
+            return
+        await pod_records.finished(self.pool, run_id, status["pods"], verdict.outcome.value)
+        await self._after(run, verdict, reported)
+
+    async def _running(self, run: Obj) -> None:
+        status = run["status"]
+        run_id = UUID(run["metadata"]["uid"])
         await self.kube.patch_run_status(
             run,
             {
-                "phase": Phase.FAILED.value,
-                "error": error,
-                "finishedAt": now(),
-                "duration": _duration(record),
-                "conditions": conditions(Phase.FAILED, error["message"]),
+                "phase": Phase.RUNNING.value,
+                "startedAt": status.get("startedAt") or now(),
+                "conditions": conditions(Phase.RUNNING, f"running in pod {status['podName']}"),
             },
         )
-        if record is not None:
-            await runs.set_status(self.pool, run_id, Phase.FAILED.value, finished=True)
+        await pod_records.started(self.pool, run_id, status["pods"])
+        await runs.set_status(self.pool, run_id, Phase.RUNNING.value, started=True)
+        await self.kube.event(
+            run, "Running", f"attempt {status['attempt']} is running in pod {status['podName']}"
+        )
+
+    async def _after(self, run: Obj, verdict: Verdict, reported: Obj) -> None:
+        """Act on how the run's pod ended."""
+        status = run["status"]
+        definition = self._definition(run)
+        if verdict.outcome == Outcome.SUCCEEDED:
+            await self._finish(run, Phase.SUCCEEDED, output=reported.get("output"))
+        elif verdict.outcome == Outcome.SUSPENDED:
+            await self._suspend(run, reported["suspend"])
+        elif verdict.outcome == Outcome.TIMED_OUT:
+            await self._finish(run, Phase.TIMED_OUT, error=self._timeout_error(definition))
+        elif verdict.outcome == Outcome.EVICTED:
+            if int(status.get("resumes") or 0) >= definition.max_resumes:
+                await self._finish(
+                    run,
+                    Phase.FAILED,
+                    error={
+                        "type": "TooManyResumes",
+                        "reason": "TooManyResumes",
+                        "message": f"{verdict.detail}; the run already resumed "
+                        f"{definition.max_resumes} times (maxResumes)",
+                    },
+                )
+                return
+            await self.kube.event(
+                run, "Evicted", f"{verdict.detail}; resuming from the last checkpoint", warning=True
+            )
+            await self._next_pod(run, Phase.RESUMING, resumes=+1)
+        else:
+            await self._retry_or_fail(run, verdict, definition)
+
+    async def _retry_or_fail(
+        self, run: Obj, verdict: Verdict, definition: TaskDefinitionSpec
+    ) -> None:
+        status = run["status"]
+        error = verdict.error or {}
+        delay = verdicts.retry_delay(definition.retry, int(status["attempt"]), error)
+        if delay is None:
+            await self._finish(run, Phase.FAILED, error=error)
+            return
+        machine = status.get("machine") or definition.machine
+        on_oom = definition.retry.on_oom
+        if verdict.outcome == Outcome.OOM_KILLED and on_oom and on_oom.upgrade_machine:
+            machine = verdicts.next_machine(machine)
+        due = datetime.now(UTC) + delay
+        run = await self.kube.patch_run_status(
+            run,
+            {
+                "phase": Phase.RETRYING.value,
+                "resumeAt": _stamp(due),
+                "machine": machine,
+                "error": {k: v for k, v in error.items() if k != "retryable"},
+                "conditions": conditions(Phase.RETRYING, verdict.detail),
+            },
+        )
+        await runs.set_status(self.pool, UUID(run["metadata"]["uid"]), Phase.RETRYING.value)
         await self.kube.event(
             run,
-            "Failed",
-            f"{error.get('reason') or error['type']}: {error['message']}",
+            "Retrying",
+            f"attempt {status['attempt']} failed "
+            f"({verdict.detail}); retrying in "
+            f"{format_duration(delay)} on {machine}",
             warning=True,
         )
+        self._wake_at(run, due)
+
+    async def _suspend(self, run: Obj, suspend: Obj) -> None:
+        patch: Obj = {"phase": Phase.WAITING.value}
+        if suspend.get("until"):
+            patch["resumeAt"] = suspend["until"]
+            message = f"sleeping until {suspend['until']}"
+        else:
+            patch["waitingFor"] = suspend["child"]
+            message = f"waiting for child run {suspend['child']}"
+        run = await self.kube.patch_run_status(
+            run, {**patch, "conditions": conditions(Phase.WAITING, message)}
+        )
+        await runs.set_status(self.pool, UUID(run["metadata"]["uid"]), Phase.WAITING.value)
+        # The pod's part is done and checkpointed: a waiting run keeps no pod object.
+        await self.kube.delete_pod(run["metadata"]["namespace"], run["status"]["podName"])
+        await self.kube.event(run, "Waiting", f"{message}; no pod is held")
+        await self._waiting(run)
+
+    async def _stop(self, run: Obj, phase: Phase, message: str) -> None:
+        """End a live run from outside (cancel): its pod is terminated gracefully."""
+        status = run.get("status") or {}
+        if status.get("podName"):
+            await self.kube.delete_pod(run["metadata"]["namespace"], status["podName"])
+            run_id = UUID(run["metadata"]["uid"])
+            await pod_records.finished(self.pool, run_id, int(status.get("pods") or 1), phase.value)
+        await self._finish(
+            run, phase, error={"type": phase.value, "reason": phase.value, "message": message}
+        )
+
+    async def _finish(
+        self, run: Obj, phase: Phase, *, output: Any = None, error: Obj | None = None
+    ) -> None:
+        run_id = UUID(run["metadata"]["uid"])
+        record = await runs.get(self.pool, run_id)
+        patch: Obj = {
+            "phase": phase.value,
+            "finishedAt": now(),
+            "resumeAt": None,
+            "waitingFor": None,
+        }
+        if record is not None and record.started_at is not None:
+            patch["duration"] = format_duration(datetime.now(UTC) - record.started_at)
+        if phase == Phase.SUCCEEDED:
+            patch.update(output=output, error=None)
+            message = "the task returned"
+        else:
+            assert error is not None
+            patch["error"] = {k: v for k, v in error.items() if k != "retryable"}
+            message = f"{error.get('reason') or error['type']}: {error['message']}"
+        patch["conditions"] = conditions(phase, message)
+        run = await self.kube.patch_run_status(run, patch)
+        if record is not None:
+            await runs.finish(
+                self.pool, run_id, phase.value, output=output, error=patch.get("error")
+            )
+        await self.kube.event(run, phase.value, message, warning=phase != Phase.SUCCEEDED)
+        await self._expire(run)
+        await self._notify_parent(run)
+
+    async def _notify_parent(self, run: Obj) -> None:
+        parent = run["spec"].get("parent")
+        if parent:
+            await self._locked(run["metadata"]["namespace"], parent["name"], self._advance, None)

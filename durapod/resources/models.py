@@ -116,7 +116,7 @@ class RetryPolicy(Model):
     non_retryable_errors: list[str] = Field(
         default_factory=list, description="Exception type names that fail the run at once."
     )
-    on_oom: OnOOM | None = None
+    on_oom: OnOOM | None = Field(default=None, alias="onOOM")
 
 
 class Queue(Model):
@@ -216,7 +216,13 @@ class TaskRunStatus(Model):
     phase: Phase | None = None
     attempt: int = 0
     resumes: int = 0
+    pods: int = Field(default=0, description="Pods the run has had; the latest is <run>-<pods>.")
     pod_name: str | None = None
+    machine: Machine | None = Field(default=None, description="The machine preset in use.")
+    resume_at: str | None = Field(
+        default=None, description="When a Retrying or Waiting run gets its next pod."
+    )
+    waiting_for: str | None = Field(default=None, description="The child run being waited on.")
     definition: JsonObject | None = Field(
         default=None, description="The TaskDefinition spec this run was admitted with."
     )

@@ -1,7 +1,7 @@
 """The runner's side of the API: stdlib ``http.client`` on one kept-alive connection.
 
 No httpx here: importing it costs ~80 ms of every pod's start, and a lean client keeps
-each call to one round trip.
+each checkpoint to one round trip.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ class ApiError(Exception):
 
 
 class RunApi:
-    """Calls on behalf of one run, authenticated by its per-run token."""
+    """Calls on behalf of one run, authenticated by its per-run token (a Journal)."""
 
-    def __init__(self, base_url: str, run_id: str, token: str) -> None:
+    def __init__(self, base_url: str, run_id: str, token: str, pod: int) -> None:
         parts = urlsplit(base_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port
         self._tls = parts.scheme == "https"
         self._prefix = f"{parts.path.rstrip('/')}/internal/v1/runs/{run_id}"
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._pod = pod
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -38,13 +39,15 @@ class RunApi:
             self._conn = cls(self._host, self._port, timeout=30)
         return self._conn
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """One request; transient failures (connection errors, 5xx) are retried with backoff."""
-        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+    def call(self, method: str, path: str, body: bytes | None = None) -> Any:
+        """One request; transient failures (connection errors, 5xx) are retried with backoff.
+
+        Every write is idempotent on the server, so a retried call cannot write twice.
+        """
         for delay in (*RETRY_DELAYS, None):
             try:
                 conn = self._connection()
-                conn.request(method, self._prefix + path, payload, self._headers)
+                conn.request(method, self._prefix + path, body, self._headers)
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException):
@@ -64,8 +67,23 @@ class RunApi:
         raise AssertionError("unreachable")
 
     def context(self) -> dict[str, Any]:
+        """The run's payload, attempt, checkpoint limit and every checkpoint so far."""
         result: dict[str, Any] = self.call("GET", "/context")
         return result
 
+    def record(self, step: str, seq: int, output: bytes) -> None:
+        head = json.dumps({"step": step, "seq": seq}, separators=(",", ":")).encode()
+        self.call("POST", "/checkpoints", head[:-1] + b',"output":' + output + b"}")
+
+    def save_state(self, seq: int, state: bytes) -> None:
+        self.call("PUT", "/state", b'{"seq":%d,"state":' % seq + state + b"}")
+
+    def trigger(self, task: str, payload: Any, name: str) -> dict[str, Any]:
+        body = {"task": task, "payload": payload, "name": name}
+        result: dict[str, Any] = self.call("POST", "/children", json.dumps(body).encode())
+        return result
+
     def report(self, outcome: dict[str, Any]) -> None:
-        self.call("POST", "/outcome", outcome)
+        """The pod's outcome: ``output``, ``error`` or ``suspend``."""
+        body = json.dumps({"pod": self._pod, **outcome}, separators=(",", ":")).encode()
+        self.call("POST", "/outcome", body)

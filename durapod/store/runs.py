@@ -84,18 +84,13 @@ async def set_status(
         )
 
 
-async def report(
-    pool: Pool,
-    run_id: UUID,
-    *,
-    output: Any = None,
-    error: dict[str, Any] | None = None,
-) -> bool:
-    """Store the outcome a runner reports; False when the run is unknown or finished."""
+async def finish(
+    pool: Pool, run_id: UUID, status: str, *, output: Any = None, error: Any = None
+) -> None:
+    """Record how the run ended."""
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "UPDATE runs SET output = %s, error = %s, updated_at = now() WHERE id = %s "
-            "AND status NOT IN ('Succeeded', 'Failed', 'Cancelled', 'TimedOut')",
-            (Jsonb(output), Jsonb(error) if error is not None else None, run_id),
+        await conn.execute(
+            "UPDATE runs SET status = %s, output = %s, error = %s, updated_at = now(), "
+            "finished_at = coalesce(finished_at, now()) WHERE id = %s",
+            (status, Jsonb(output), Jsonb(error) if error is not None else None, run_id),
         )
-        return cur.rowcount == 1

@@ -1,0 +1,90 @@
+"""Typed queries on pods: one row per pod a run has had."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from durapod.store import Pool
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    run_id: UUID
+    idx: int
+    attempt: int
+    name: str
+    machine: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    output: Any
+    error: dict[str, Any] | None
+    suspend: dict[str, Any] | None
+
+
+_COLUMNS = (
+    "run_id, idx, attempt, name, machine, created_at, started_at, finished_at, outcome, "
+    "output, error, suspend"
+)
+
+
+async def create(pool: Pool, run_id: UUID, idx: int, attempt: int, name: str, machine: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO pods (run_id, idx, attempt, name, machine) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (run_id, idx, attempt, name, machine),
+        )
+
+
+async def get(pool: Pool, run_id: UUID, idx: int) -> PodRecord | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM pods WHERE run_id = %s AND idx = %s", (run_id, idx)
+        )
+        row = await cur.fetchone()
+    return PodRecord(**row) if row else None
+
+
+async def for_run(pool: Pool, run_id: UUID) -> list[PodRecord]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM pods WHERE run_id = %s ORDER BY idx", (run_id,)
+        )
+        return [PodRecord(**row) for row in await cur.fetchall()]
+
+
+async def started(pool: Pool, run_id: UUID, idx: int) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE pods SET started_at = coalesce(started_at, now()) "
+            "WHERE run_id = %s AND idx = %s",
+            (run_id, idx),
+        )
+
+
+async def finished(pool: Pool, run_id: UUID, idx: int, outcome: str) -> None:
+    """Record how the pod ended (the first verdict stands)."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE pods SET outcome = coalesce(outcome, %s), "
+            "finished_at = coalesce(finished_at, now()) WHERE run_id = %s AND idx = %s",
+            (outcome, run_id, idx),
+        )
+
+
+async def report(pool: Pool, run_id: UUID, idx: int, kind: str, value: Any) -> bool:
+    """Store what a pod's runner reports (output, error or suspend); False if no such pod."""
+    column = {"output": "output", "error": "error", "suspend": "suspend"}[kind]
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"UPDATE pods SET {column} = %s WHERE run_id = %s AND idx = %s AND outcome IS NULL",
+            (Jsonb(value), run_id, idx),
+        )
+        return cur.rowcount == 1
