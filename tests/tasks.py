@@ -85,3 +85,10 @@ async def parent(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
 async def stuck(payload: dict[str, Any], ctx: Context) -> None:
     await ctx.step("started", lambda: True)
     await asyncio.sleep(60)
+
+
+async def quick(payload: dict[str, Any], ctx: Context) -> int:
+    first = await ctx.step("one", lambda: payload["n"])
+    await asyncio.sleep(payload.get("pause", 0))
+    second = await ctx.step("two", lambda: first + 1)
+    return int(second)

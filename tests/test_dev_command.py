@@ -41,9 +41,13 @@ def _postmaster(database_url: str) -> int:
 
 def test_demo_succeeds_then_sigint_leaves_no_process(open_tmp: Path) -> None:
     dev = DevProcess(open_tmp / "home", "--demo")
-    dev.wait_for_output("demo run hello-1 Succeeded")
+    dev.wait_for_output("demo run resume-demo-1 Succeeded")
     assert "durapod dev is ready" in dev.output
+    assert "demo run hello-1 Succeeded" in dev.output
     assert '"greeting":"Hello, world!"' in dev.output
+    assert "kubectl delete pod resume-demo-1-1" in dev.output
+    assert "step 5 ran in pod resume-demo-1-2" in dev.output
+    assert "attempt 1, resumed 1 time(s)" in dev.output
     env = dev.env()
     assert set(env) == {"KUBECONFIG", "DURAPOD_API_URL", "DURAPOD_TOKEN", "DATABASE_URL"}
     assert dev.process.poll() is None  # still serving

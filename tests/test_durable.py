@@ -250,3 +250,18 @@ def test_finished_runs_are_deleted_after_their_ttl(dev: DevProcess) -> None:
     )
     dev.wait_phase("short-lived", "Succeeded")
     wait_for(lambda: dev.taskrun("short-lived") is None, 30, "the run to expire")
+
+
+def test_a_run_keeps_the_definition_it_was_admitted_with(dev: DevProcess, effects: str) -> None:
+    dev.apply(
+        definition("pinned", "tests.tasks:steps", retry=FAST_RETRY),
+        taskrun("pinned-1", "pinned", {"dsn": effects, "seconds": 0.3}),
+    )
+    wait_for(lambda: _started(effects, "pinned-1", "step-2"), 60, "step 2 to start")
+    dev.apply(definition("pinned", "tests.tasks:explode", retry=FAST_RETRY))  # a new deploy
+    dev.kubectl("delete", "pod", "pinned-1-1")
+    run = dev.wait_phase("pinned-1", "Succeeded", "Failed")
+    assert run["status"]["phase"] == "Succeeded" and run["status"]["resumes"] == 1
+    env = dev.get("/api/v1/namespaces/default/pods/pinned-1-2")["spec"]["containers"][0]["env"]
+    assert {"name": "DURAPOD_ENTRYPOINT", "value": "tests.tasks:steps"} in env
+    assert run["status"]["definition"]["entrypoint"] == "tests.tasks:steps"

@@ -128,3 +128,25 @@ def test_an_unloadable_entrypoint_fails_the_run(dev: DevProcess) -> None:
         dev.kubectl("get", "tr", "missing-1", "-o", "jsonpath={.status.error}").stdout
     )
     assert error["reason"] == "EntrypointError" and "does_not_exist" in error["message"]
+
+
+def test_the_resume_example_carries_on_after_kubectl_delete_pod(dev: DevProcess) -> None:
+    dev.kubectl("apply", "-f", str(REPO / "examples/resume/"))
+
+    def checkpointed() -> str | None:
+        status = (dev.taskrun("resume-demo-1") or {}).get("status") or {}
+        return (status.get("lastCheckpoint") or {}).get("step") and status["podName"]
+
+    pod = wait_for(checkpointed, 60, "the first checkpoint")
+    dev.kubectl("delete", "pod", pod)
+    run = dev.wait_phase("resume-demo-1", "Succeeded", "Failed")
+    status = run["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["attempt"] == 1 and status["resumes"] >= 1
+    ran_in = [s["pod"] for s in status["output"]["steps"]]
+    assert [s["step"] for s in status["output"]["steps"]] == [1, 2, 3, 4, 5]
+    assert ran_in[0] == pod and ran_in[-1] == status["podName"] != pod
+    # The steps done before the deletion were not run again by the new pod.
+    later = dev.kubectl("logs", status["podName"]).stdout
+    for step in (s for s in status["output"]["steps"] if s["pod"] == pod):
+        assert f"step {step['step']} done" not in later

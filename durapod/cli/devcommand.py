@@ -9,16 +9,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from durapod.dev.apiserver.storage import Watcher
 from durapod.dev.stack import Stack
 
 console = Console(highlight=False)
-DEMO_DIR = Path("examples/hello")
-DEMO_RUN = "hello-1"
+HELLO_DIR = Path("examples/hello")
+RESUME_DIR = Path("examples/resume")
 DEMO_SECONDS = 120.0
 
 
@@ -43,31 +45,81 @@ def _kubectl(stack: Stack, *args: str) -> str:
     return result.stdout
 
 
-async def _demo(stack: Stack) -> None:
-    if not DEMO_DIR.is_dir():
-        raise RuntimeError(f"{DEMO_DIR}/ not found: run `durapod dev --demo` from the repository")
-    console.print(f"\n[bold]demo:[/] kubectl apply -f {DEMO_DIR}/")
-    console.print(await asyncio.to_thread(_kubectl, stack, "apply", "-f", f"{DEMO_DIR}/"))
+async def _wait_for_run(stack: Stack, name: str, done: Callable[[dict[str, Any]], Any]) -> Any:
+    """Wait (on the API server's own change feed) until ``done(status)`` is truthy."""
     taskruns = stack.cluster.registry.find("durapod.io", "v1", "taskruns")
     assert taskruns is not None
-    deadline = time.monotonic() + DEMO_SECONDS
-    phase = None
-    while time.monotonic() < deadline:
-        run = stack.cluster.storage.get(taskruns.key, "default", DEMO_RUN)
-        phase = ((run or {}).get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed", "Cancelled", "TimedOut"):
-            break
-        await asyncio.sleep(0.1)
-    console.print("[bold]demo:[/] kubectl get tr")
-    console.print(await asyncio.to_thread(_kubectl, stack, "get", "tr"))
+    watcher = Watcher(taskruns.key, "default", lambda obj: obj["metadata"]["name"] == name)
+    stack.cluster.storage.watchers.add(watcher)
+    try:
+        async with asyncio.timeout(DEMO_SECONDS):
+            while True:
+                run = stack.cluster.storage.get(taskruns.key, "default", name)
+                if run is not None and (result := done(run.get("status") or {})):
+                    return result
+                await watcher.queue.get()
+    except TimeoutError as exc:
+        raise RuntimeError(
+            f"the demo run {name} did not finish; see `kubectl describe tr {name}`"
+        ) from exc
+    finally:
+        stack.cluster.storage.watchers.discard(watcher)
+
+
+def _finished(status: dict[str, Any]) -> str | None:
+    phase = status.get("phase")
+    return phase if phase in ("Succeeded", "Failed", "Cancelled", "TimedOut") else None
+
+
+async def _show(stack: Stack, *args: str) -> str:
+    console.print(f"[bold]demo:[/] kubectl {' '.join(args)}")
+    out = await asyncio.to_thread(_kubectl, stack, *args)
+    console.print(out)
+    return out
+
+
+async def _demo(stack: Stack) -> None:
+    for directory in (HELLO_DIR, RESUME_DIR):
+        if not directory.is_dir():
+            raise RuntimeError(
+                f"{directory}/ not found: run `durapod dev --demo` from the repository"
+            )
+    await _show(stack, "apply", "-f", f"{HELLO_DIR}/")
+    phase = await _wait_for_run(stack, "hello-1", _finished)
+    await _show(stack, "get", "tr")
+    if phase != "Succeeded":
+        raise RuntimeError(f"the demo run ended {phase}; see `kubectl describe tr hello-1`")
     output = await asyncio.to_thread(
-        _kubectl, stack, "get", "tr", DEMO_RUN, "-o", "jsonpath={.status.output}"
+        _kubectl, stack, "get", "tr", "hello-1", "-o", "jsonpath={.status.output}"
     )
+    console.print(f"[bold green]demo run hello-1 Succeeded[/] with output {output}\n")
+
+    console.print(
+        "[bold]resume demo:[/] five steps of a second each; its pod is deleted "
+        "once a step is checkpointed"
+    )
+    await _show(stack, "apply", "-f", f"{RESUME_DIR}/")
+    pod = await _wait_for_run(
+        stack,
+        "resume-demo-1",
+        lambda s: (s.get("lastCheckpoint") or {}).get("step") and s.get("podName"),
+    )
+    await _show(stack, "delete", "pod", pod)
+    phase = await _wait_for_run(stack, "resume-demo-1", _finished)
+    await _show(stack, "get", "tr", "resume-demo-1")
+    run = stack.cluster.storage.get("durapod.io/taskruns", "default", "resume-demo-1") or {}
+    status = run.get("status") or {}
     if phase != "Succeeded":
         raise RuntimeError(
-            f"the demo run ended {phase or 'unfinished'}; see `kubectl describe tr {DEMO_RUN}`"
+            f"the resume demo ended {phase}; see `kubectl describe tr resume-demo-1`"
         )
-    console.print(f"[bold green]demo run {DEMO_RUN} Succeeded[/] with output {output}\n")
+    for step in status["output"]["steps"]:
+        console.print(f"  step {step['step']} ran in pod {step['pod']}")
+    console.print(
+        f"[bold green]demo run resume-demo-1 Succeeded[/]: attempt "
+        f"{status['attempt']}, resumed {status['resumes']} time(s) from its last "
+        "checkpoint; no completed step ran twice\n"
+    )
 
 
 async def _serve(stack: Stack, demo: bool) -> int:

@@ -210,18 +210,9 @@ class Reconciler:
             payload=spec.get("payload") or {},
             definition=pinned,
         )
-        run = await self.kube.patch_run_status(
-            run,
-            {
-                "phase": Phase.STARTING.value,
-                "definition": pinned,
-                "attempt": 0,
-                "pods": 0,
-                "machine": definition.machine,
-                "conditions": conditions(Phase.STARTING, "admitted"),
-            },
-        )
-        await self._next_pod(run, Phase.STARTING, attempt=+1)
+        # The first pod's status patch pins the definition too: one write, nothing half-done.
+        admitted = {**run, "status": {**(run.get("status") or {}), "definition": pinned}}
+        await self._next_pod(admitted, Phase.STARTING, attempt=+1, pin=pinned)
 
     async def _unknown_task(self, run: Obj) -> None:
         meta = run["metadata"]
@@ -251,7 +242,13 @@ class Reconciler:
         return TaskDefinitionSpec.model_validate(run["status"]["definition"])
 
     async def _next_pod(
-        self, run: Obj, phase: Phase, attempt: int = 0, resumes: int = 0, machine: str | None = None
+        self,
+        run: Obj,
+        phase: Phase,
+        attempt: int = 0,
+        resumes: int = 0,
+        machine: str | None = None,
+        pin: Obj | None = None,
     ) -> None:
         """Start the run's next pod: raise ``status.pods`` first, then create the pod."""
         status = run["status"]
@@ -278,6 +275,7 @@ class Reconciler:
                 "resumeAt": None,
                 "waitingFor": None,
                 "conditions": conditions(phase, f"attempt {number}: starting pod {name}"),
+                **({"definition": pin} if pin else {}),
             },
         )
         await runs.set_status(self.pool, run_id, phase.value, attempt=number)
@@ -295,7 +293,9 @@ class Reconciler:
             remaining,
             self.settings,
         )
-        if await self.kube.create_pod(manifest):
+        created = await self.kube.create_pod(manifest)
+        await pod_records.in_cluster(self.pool, UUID(run["metadata"]["uid"]), status["pods"])
+        if created:
             await self.kube.event(
                 run,
                 "PodCreated",
@@ -329,7 +329,16 @@ class Reconciler:
         if await self.kube.pod_exists(namespace, status["podName"]):
             return
         record = await pod_records.get(self.pool, UUID(run["metadata"]["uid"]), status["pods"])
-        if record is None:  # status was raised but the pod never created: create it
+        if record is None or not record.in_cluster:  # the pod was never created: create it
+            if record is None:
+                await pod_records.create(
+                    self.pool,
+                    UUID(run["metadata"]["uid"]),
+                    status["pods"],
+                    status["attempt"],
+                    status["podName"],
+                    status["machine"],
+                )
             remaining = await self._remaining_seconds(
                 UUID(run["metadata"]["uid"]), self._definition(run)
             )

@@ -20,6 +20,7 @@ class PodRecord:
     name: str
     machine: str
     created_at: datetime
+    in_cluster: bool
     started_at: datetime | None
     finished_at: datetime | None
     outcome: str | None
@@ -29,7 +30,8 @@ class PodRecord:
 
 
 _COLUMNS = (
-    "run_id, idx, attempt, name, machine, created_at, started_at, finished_at, outcome, "
+    "run_id, idx, attempt, name, machine, created_at, in_cluster, started_at, finished_at, "
+    "outcome, "
     "output, error, suspend"
 )
 
@@ -58,6 +60,13 @@ async def for_run(pool: Pool, run_id: UUID) -> list[PodRecord]:
             f"SELECT {_COLUMNS} FROM pods WHERE run_id = %s ORDER BY idx", (run_id,)
         )
         return [PodRecord(**row) for row in await cur.fetchall()]
+
+
+async def in_cluster(pool: Pool, run_id: UUID, idx: int) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE pods SET in_cluster = true WHERE run_id = %s AND idx = %s", (run_id, idx)
+        )
 
 
 async def started(pool: Pool, run_id: UUID, idx: int) -> None:

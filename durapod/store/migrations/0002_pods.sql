@@ -9,6 +9,8 @@ CREATE TABLE pods (
     name        text NOT NULL,
     machine     text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Set once the API server has the pod: a row without it may never have had one.
+    in_cluster  boolean NOT NULL DEFAULT false,
     started_at  timestamptz,
     finished_at timestamptz,
     -- How the pod ended, as the operator saw it.
