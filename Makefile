@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup dev test lint crds clean
+.PHONY: setup dev test lint crds clean bench
 
 setup: $(STAMP)
 
@@ -15,8 +15,8 @@ dev: setup
 	$(BIN)/durapod dev --demo
 
 lint: setup
-	$(BIN)/ruff check durapod tests examples scripts
-	$(BIN)/ruff format --check durapod tests examples scripts
+	$(BIN)/ruff check durapod tests examples scripts benchmarks
+	$(BIN)/ruff format --check durapod tests examples scripts benchmarks
 	$(BIN)/mypy durapod
 	$(BIN)/lint-imports
 
@@ -28,3 +28,6 @@ crds: setup
 
 clean:
 	rm -rf $(VENV) .durapod .pytest_cache .mypy_cache .ruff_cache
+
+bench: setup
+	$(BIN)/python benchmarks/checkpoint_path.py

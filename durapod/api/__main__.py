@@ -20,6 +20,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         log_level="warning",
+        access_log=False,
         loop="uvloop",
         http="httptools",
     )

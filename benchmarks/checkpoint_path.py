@@ -1,0 +1,133 @@
+"""How much a durable step costs, against the floor of a bare INSERT + COMMIT.
+
+Both run in this process against the same private PostgreSQL server (fsync on, as in
+production): the floor is one 1 KiB JSONB ``INSERT ... ON CONFLICT DO NOTHING`` in
+autocommit from psycopg; a step is ``await ctx.step(...)`` with a 1 KiB output through the
+runner's client, the API process (``python -m durapod.api``: uvicorn, Starlette) and its
+single-statement write. Prints p50/p90 in milliseconds and the ratio of the p50s.
+
+    .venv/bin/python benchmarks/checkpoint_path.py [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.types.json import Jsonb
+
+from durapod import store
+from durapod.auth import run_token
+from durapod.dev.postgres import PostgresServer, free_port
+from durapod.runner.api import RunApi
+from durapod.runner.context import Context
+from durapod.store import pods, runs
+
+OUTPUT = {"blob": "x" * 1000}
+SECRET = "bench-secret"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.9)]
+
+
+def floor(dsn: str, n: int) -> list[float]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS floor (k text PRIMARY KEY, v jsonb)")
+        times = []
+        for i in range(n):
+            start = time.perf_counter()
+            conn.execute(
+                "INSERT INTO floor VALUES (%s, %s) ON CONFLICT DO NOTHING", (f"k{i}", Jsonb(OUTPUT))
+            )
+            times.append(time.perf_counter() - start)
+    return times
+
+
+async def seed(dsn: str) -> uuid.UUID:
+    pool = await store.open_pool(dsn)
+    run_id = uuid.uuid4()
+    await runs.admit(
+        pool,
+        run_id=run_id,
+        namespace="bench",
+        name="bench-1",
+        task="bench",
+        payload={},
+        definition={},
+    )
+    await pods.create(pool, run_id, 1, 1, "bench-1-1", "small-1x")
+    await pool.close()
+    return run_id
+
+
+async def steps(api_url: str, run_id: uuid.UUID, n: int) -> list[float]:
+    client = RunApi(api_url, str(run_id), run_token(SECRET, str(run_id), "bench"), 1)
+    ctx = Context(run_id=str(run_id), name="bench-1", namespace="bench", attempt=1, journal=client)
+    times = []
+    for i in range(n):
+        start = time.perf_counter()
+        await ctx.step(f"s{i}", lambda: OUTPUT)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=2000)
+    n = parser.parse_args().steps
+    base = Path(tempfile.mkdtemp(prefix="durapod-bench-"))
+    base.chmod(0o755)
+    server = PostgresServer(base / "pg")
+    api = None
+    try:
+        dsn = server.start()
+        store.migrate(dsn)
+        run_id = asyncio.run(seed(dsn))
+        port = free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, "DATABASE_URL": dsn, "DURAPOD_RUN_TOKEN_SECRET": SECRET},
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        floor(dsn, 200)  # warm up both paths
+        asyncio.run(steps(url, asyncio.run(seed(dsn)), 200))
+        bare = percentiles(floor(dsn, n))
+        step = percentiles(asyncio.run(steps(url, run_id, n)))
+        print(
+            f"bare INSERT+COMMIT (1 KiB jsonb)  p50 {bare[0] * 1e3:.3f} ms  "
+            f"p90 {bare[1] * 1e3:.3f} ms"
+        )
+        print(
+            f"durapod step (runner→API→PG)      p50 {step[0] * 1e3:.3f} ms  "
+            f"p90 {step[1] * 1e3:.3f} ms"
+        )
+        print(f"step / bare write (p50): {step[0] / bare[0]:.2f}x  ({n} samples each)")
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(10)
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
