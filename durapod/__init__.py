@@ -4,29 +4,7 @@ The SDK a task imports; everything here is light (standard library and the task'
 needs). The operator, API, store and dev parts live in their own subpackages.
 """
 
-from durapod.runner import (
-    AbortRun,
-    CheckpointTooLargeError,
-    ChildRunFailedError,
-    Context,
-    DuplicateStepError,
-    NotSerializableError,
-    Retry,
-    RetryAfter,
-    Task,
-    task,
-)
+from durapod.runner import *  # noqa: F403 - the SDK is the runner's public API
+from durapod.runner import __all__ as __all__
 
-__all__ = [
-    "AbortRun",
-    "CheckpointTooLargeError",
-    "ChildRunFailedError",
-    "Context",
-    "DuplicateStepError",
-    "NotSerializableError",
-    "Retry",
-    "RetryAfter",
-    "Task",
-    "task",
-]
 __version__ = "0.1.0"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,3 +221,17 @@ def taskrun(name: str, task: str, payload: dict[str, Any], **spec: Any) -> dict[
         "metadata": {"name": name},
         "spec": {"task": task, "payload": payload, **spec},
     }
+
+
+@contextlib.contextmanager
+def running_dev(prefix: str, *args: str, env: dict[str, str] | None = None) -> Iterator[DevProcess]:
+    """``durapod dev`` in a fresh home, stopped (and checked to stop cleanly) afterwards."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    home.chmod(0o755)  # the postgres user must reach its data directory
+    process = DevProcess(home, *args, env=env)
+    try:
+        process.wait_for_output("durapod dev is ready")
+        yield process
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(home, ignore_errors=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,20 +15,15 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import open_dir
-from tests.helpers import DevProcess, definition, taskrun, wait_for
+from tests.helpers import DevProcess, definition, running_dev, taskrun, wait_for
 
 FAST_RETRY = {"minDelay": "100ms", "maxDelay": "1s", "jitter": False}
 
 
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevProcess]:
-    home = open_dir("durapod-durable-")
-    process = DevProcess(home)
-    process.wait_for_output("durapod dev is ready")
-    yield process
-    assert process.stop() == 0
-    shutil.rmtree(home, ignore_errors=True)
+    with running_dev("durapod-durable-") as process:
+        yield process
 
 
 @pytest.fixture
@@ -265,3 +259,24 @@ def test_a_run_keeps_the_definition_it_was_admitted_with(dev: DevProcess, effect
     env = dev.get("/api/v1/namespaces/default/pods/pinned-1-2")["spec"]["containers"][0]["env"]
     assert {"name": "DURAPOD_ENTRYPOINT", "value": "tests.tasks:steps"} in env
     assert run["status"]["definition"]["entrypoint"] == "tests.tasks:steps"
+
+
+def test_deleting_a_running_taskrun_stops_its_pod_and_records_cancelled(dev: DevProcess) -> None:
+    dev.apply(definition("stuck", "tests.tasks:stuck"), taskrun("doomed-1", "stuck", {}))
+    run = dev.wait_phase("doomed-1", "Running")
+    pid = wait_for(
+        lambda: _pid(dev, "doomed-1-1") if dev.pods_of("doomed-1") else None, 30, "the pod process"
+    )
+    dev.kubectl("delete", "tr", "doomed-1")
+    wait_for(lambda: dev.pods_of("doomed-1") == [], 60, "the pod to be collected")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+    def recorded() -> str | None:
+        with psycopg.connect(dev.env()["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT status FROM runs WHERE id = %s", (run["metadata"]["uid"],)
+            ).fetchone()
+        return row[0] if row and row[0] == "Cancelled" else None
+
+    assert wait_for(recorded, 30, "the run record to say Cancelled") == "Cancelled"

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import open_dir
-from tests.helpers import REPO, DevProcess, definition, taskrun, wait_for
+from tests.helpers import REPO, DevProcess, definition, running_dev, taskrun, wait_for
 
 
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevProcess]:
-    home = open_dir("durapod-e2e-")
-    process = DevProcess(home, env={"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"})
-    process.wait_for_output("durapod dev is ready")
-    yield process
-    assert process.stop() == 0
-    shutil.rmtree(home, ignore_errors=True)
+    with running_dev("durapod-e2e-", env={"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"}) as process:
+        yield process
 
 
 def _phase(dev: DevProcess, name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -14,20 +13,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import open_dir
-from tests.helpers import DevProcess, definition, taskrun, wait_for
+from tests.helpers import DevProcess, definition, running_dev, taskrun, wait_for
 
 RUNS = 50
 
 
 @pytest.fixture
 def dev() -> Iterator[DevProcess]:
-    home = open_dir("durapod-restarts-")
-    process = DevProcess(home)
-    process.wait_for_output("durapod dev is ready")
-    yield process
-    assert process.stop() == 0
-    shutil.rmtree(home, ignore_errors=True)
+    with running_dev("durapod-restarts-") as process:
+        yield process
 
 
 def _operator_pid(dev: DevProcess) -> int | None:
