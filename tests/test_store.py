@@ -56,7 +56,17 @@ def test_migrations_build_the_schema_on_an_empty_database(database: str) -> None
         assert set(checkpoints) == {"run_id", "step", "seq", "output", "size", "created_at"}
         assert "PRIMARY KEY (run_id, step)" in _constraints(conn, "checkpoints")
         assert "UNIQUE (run_id, seq)" in _constraints(conn, "checkpoints")
+        assert runs["tags"] == ("ARRAY", "NO")
         keys = _columns(conn, "idempotency_keys")
+        assert set(keys) == {
+            "namespace",
+            "task",
+            "key",
+            "run_name",
+            "spec",
+            "created_at",
+            "expires_at",
+        }
         assert keys["expires_at"] == ("timestamp with time zone", "NO")
         assert "PRIMARY KEY (namespace, task, key)" in _constraints(conn, "idempotency_keys")
         with pytest.raises(psycopg.errors.CheckViolation):

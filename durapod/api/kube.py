@@ -1,16 +1,23 @@
-"""The API's Kubernetes calls: it writes TaskRuns (for child runs, later for triggers)."""
+"""The API's Kubernetes calls: it writes TaskRuns (one record, two doors: whatever the
+HTTP API creates, ``kubectl get tr`` shows) and reviews ServiceAccount tokens."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.types import PatchType
 
 from durapod.resources.models import API_VERSION, GROUP, VERSION
 
 TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
+TaskDefinitionResource = create_namespaced_resource(
+    GROUP, VERSION, "TaskDefinition", "taskdefinitions"
+)
+Obj = dict[str, Any]
 
 
 class Kube:
@@ -25,25 +32,80 @@ class Kube:
             self._client = AsyncClient()
         return self._client
 
-    async def create_child(
-        self, namespace: str, name: str, task: str, payload: Any, parent: dict[str, str]
-    ) -> dict[str, Any]:
-        """Create the child TaskRun; if it exists already (a retried call), return it."""
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "TaskRun",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"durapod.io/parent": parent["name"]},
-            },
-            "spec": {"task": task, "payload": payload, "parent": parent},
-        }
+    async def _get(self, resource: Any, namespace: str, name: str) -> Obj | None:
+        try:
+            obj = await self.client.get(resource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return cast(Obj, obj.to_dict())
+
+    async def get_taskrun(self, namespace: str, name: str) -> Obj | None:
+        return await self._get(TaskRunResource, namespace, name)
+
+    async def get_taskdefinition(self, namespace: str, name: str) -> Obj | None:
+        return await self._get(TaskDefinitionResource, namespace, name)
+
+    async def create_taskrun(
+        self,
+        namespace: str,
+        name: str,
+        spec: Obj,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> Obj:
+        """Create the TaskRun; if it exists already (a retried call), return that one."""
+        metadata: Obj = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = labels
+        if annotations:
+            metadata["annotations"] = annotations
+        body = {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
         try:
             created = await self.client.create(TaskRunResource.from_dict(body))
         except ApiError as exc:
             if exc.status.code != 409:
                 raise
             created = await self.client.get(TaskRunResource, name, namespace=namespace)
-        result: dict[str, Any] = created.to_dict()
-        return result
+        return cast(Obj, created.to_dict())
+
+    async def create_child(
+        self, namespace: str, name: str, task: str, payload: Any, parent: dict[str, str]
+    ) -> Obj:
+        return await self.create_taskrun(
+            namespace,
+            name,
+            {"task": task, "payload": payload, "parent": parent},
+            labels={"durapod.io/parent": parent["name"]},
+        )
+
+    async def cancel(self, namespace: str, name: str) -> Obj | None:
+        try:
+            obj = await self.client.patch(
+                TaskRunResource,
+                name,
+                {"spec": {"cancel": True}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return cast(Obj, obj.to_dict())
+
+    async def review_token(self, token: str) -> str | None:
+        """The user a ServiceAccount (or other) token belongs to, by TokenReview."""
+        review = TokenReview.from_dict(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token},
+            }
+        )
+        result = await self.client.create(cast(TokenReview, review))
+        status = result.status
+        if status is None or not status.authenticated or status.user is None:
+            return None
+        return status.user.username

@@ -12,10 +12,17 @@ class Settings:
     database_url: str
     #: Secret shared with the operator that signs per-run tokens.
     run_token_secret: str
+    #: Static bearer tokens (from a Secret); others are checked by TokenReview.
+    api_tokens: list[str]
 
     @classmethod
     def from_env(cls) -> Settings:
         missing = [n for n in ("DATABASE_URL", "DURAPOD_RUN_TOKEN_SECRET") if not os.environ.get(n)]
         if missing:
             raise SystemExit(f"durapod api: missing environment variable(s): {', '.join(missing)}")
-        return cls(os.environ["DATABASE_URL"], os.environ["DURAPOD_RUN_TOKEN_SECRET"])
+        tokens = [t.strip() for t in os.environ.get("DURAPOD_API_TOKENS", "").split(",")]
+        return cls(
+            os.environ["DATABASE_URL"],
+            os.environ["DURAPOD_RUN_TOKEN_SECRET"],
+            [t for t in tokens if t],
+        )

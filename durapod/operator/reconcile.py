@@ -26,8 +26,13 @@ from durapod.operator import pods, verdicts
 from durapod.operator.kube import Conflict, Kube, now
 from durapod.operator.settings import Settings
 from durapod.operator.verdicts import Outcome, Verdict
-from durapod.resources.models import MAX_PAYLOAD_BYTES, Phase, TaskDefinitionSpec
-from durapod.store import Pool, checkpoints, runs
+from durapod.resources.models import (
+    DEFAULT_KEY_TTL,
+    MAX_PAYLOAD_BYTES,
+    Phase,
+    TaskDefinitionSpec,
+)
+from durapod.store import Pool, checkpoints, idempotency, runs
 from durapod.store import pods as pod_records
 
 log = logging.getLogger("durapod.operator")
@@ -200,6 +205,8 @@ class Reconciler:
                 },
             )
             return
+        if spec.get("idempotencyKey") and not await self._holds_key(run):
+            return
         pinned = definition.model_dump(by_alias=True, exclude_none=True, mode="json")
         await runs.admit(
             self.pool,
@@ -209,10 +216,32 @@ class Reconciler:
             task=spec["task"],
             payload=spec.get("payload") or {},
             definition=pinned,
+            tags=spec.get("tags") or [],
         )
         # The first pod's status patch pins the definition too: one write, nothing half-done.
         admitted = {**run, "status": {**(run.get("status") or {}), "definition": pinned}}
         await self._next_pod(admitted, Phase.STARTING, attempt=+1, pin=pinned)
+
+    async def _holds_key(self, run: Obj) -> bool:
+        """Claim the run's idempotency key; a run whose key another run holds never starts."""
+        meta, spec = run["metadata"], run["spec"]
+        ttl = parse_duration(spec.get("idempotencyKeyTTL") or DEFAULT_KEY_TTL)
+        claim = await idempotency.claim(
+            self.pool,
+            idempotency.Request(
+                meta["namespace"], spec["task"], spec["idempotencyKey"], meta["name"], ttl
+            ),
+        )
+        if claim.ours:
+            return True
+        message = f"idempotency key {spec['idempotencyKey']!r} belongs to run {claim.run_name}"
+        await self._finish(
+            run,
+            Phase.CANCELLED,
+            error={"type": "Duplicate", "reason": "Duplicate", "message": message},
+            also={"duplicateOf": claim.run_name},
+        )
+        return False
 
     async def _unknown_task(self, run: Obj) -> None:
         meta = run["metadata"]
@@ -532,7 +561,13 @@ class Reconciler:
         )
 
     async def _finish(
-        self, run: Obj, phase: Phase, *, output: Any = None, error: Obj | None = None
+        self,
+        run: Obj,
+        phase: Phase,
+        *,
+        output: Any = None,
+        error: Obj | None = None,
+        also: Obj | None = None,
     ) -> None:
         run_id = UUID(run["metadata"]["uid"])
         record = await runs.get(self.pool, run_id)
@@ -552,7 +587,7 @@ class Reconciler:
             patch["error"] = {k: v for k, v in error.items() if k != "retryable"}
             message = f"{error.get('reason') or error['type']}: {error['message']}"
         patch["conditions"] = conditions(phase, message)
-        run = await self.kube.patch_run_status(run, patch)
+        run = await self.kube.patch_run_status(run, {**patch, **(also or {})})
         if record is not None:
             await runs.finish(
                 self.pool, run_id, phase.value, output=output, error=patch.get("error")

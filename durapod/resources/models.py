@@ -22,6 +22,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: Largest payload a run accepts, in bytes of compact JSON. The real API server refuses
 #: request bodies over 3 MiB; a payload must leave room for the rest of the object.
 MAX_PAYLOAD_BYTES = 512 * 1024
+#: How long an idempotency key holds when the trigger does not say.
+DEFAULT_KEY_TTL = "24h"
 #: Default limit for one checkpoint's output, per TaskDefinition.
 DEFAULT_CHECKPOINT_BYTES = 1024 * 1024
 

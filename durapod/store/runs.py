@@ -25,6 +25,7 @@ class Run:
     definition: dict[str, Any] | None
     output: Any
     error: dict[str, Any] | None
+    tags: list[str]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -32,7 +33,7 @@ class Run:
 
 _COLUMNS = (
     "id, namespace, name, task, payload, status, attempt, resumes, definition, output, "
-    "error, created_at, started_at, finished_at"
+    "error, tags, created_at, started_at, finished_at"
 )
 
 
@@ -45,13 +46,14 @@ async def admit(
     task: str,
     payload: dict[str, Any],
     definition: dict[str, Any],
+    tags: list[str] | None = None,
 ) -> Run:
     """Record a run (once: a second call for the same id returns the first record)."""
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO runs (id, namespace, name, task, payload, definition) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (run_id, namespace, name, task, Jsonb(payload), Jsonb(definition)),
+            "INSERT INTO runs (id, namespace, name, task, payload, definition, tags) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (run_id, namespace, name, task, Jsonb(payload), Jsonb(definition), tags or []),
         )
     run = await get(pool, run_id)
     assert run is not None
@@ -94,3 +96,40 @@ async def finish(
             "finished_at = coalesce(finished_at, now()) WHERE id = %s",
             (status, Jsonb(output), Jsonb(error) if error is not None else None, run_id),
         )
+
+
+async def page(
+    pool: Pool,
+    namespace: str,
+    *,
+    task: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, UUID] | None = None,
+    limit: int = 50,
+) -> list[Run]:
+    """Runs newest first, filtered; ``after`` is the (created_at, id) of the previous page's
+    last run (keyset pagination: cost stays flat however many runs there are)."""
+    where, params = ["namespace = %s"], [namespace]
+    for clause, value in (
+        ("task = %s", task),
+        ("status = %s", status),
+        ("tags @> ARRAY[%s]::text[]", tag),
+        ("created_at >= %s", since),
+        ("created_at < %s", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)  # type: ignore[arg-type]
+    if after is not None:
+        where.append("(created_at, id) < (%s, %s)")
+        params.extend(after)  # type: ignore[arg-type]
+    query = (
+        f"SELECT {_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
+        "ORDER BY created_at DESC, id DESC LIMIT %s"
+    )
+    async with pool.connection() as conn:
+        cur = await conn.execute(query.encode(), [*params, limit])
+        return [Run(**row) for row in await cur.fetchall()]

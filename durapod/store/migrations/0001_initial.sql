@@ -16,6 +16,7 @@ CREATE TABLE runs (
     definition  jsonb,
     output      jsonb,
     error       jsonb,
+    tags        text[] NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     started_at  timestamptz,
@@ -23,6 +24,8 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_namespace_name ON runs (namespace, name);
 CREATE INDEX runs_task_created ON runs (namespace, task, created_at DESC);
+CREATE INDEX runs_recent ON runs (namespace, created_at DESC, id DESC);
+CREATE INDEX runs_tags ON runs USING gin (tags);
 CREATE INDEX runs_unfinished ON runs (status)
     WHERE status NOT IN ('Succeeded', 'Failed', 'Cancelled', 'TimedOut');
 
@@ -37,11 +40,15 @@ CREATE TABLE checkpoints (
     UNIQUE (run_id, seq)
 );
 
+-- One row per live idempotency key: the unique constraint, not a read-then-write, decides
+-- which trigger creates the run. The row names the TaskRun and keeps the spec to create
+-- it from, so any API replica can finish what a crashed one started.
 CREATE TABLE idempotency_keys (
     namespace  text NOT NULL,
     task       text NOT NULL,
     key        text NOT NULL,
-    run_id     uuid NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    run_name   text NOT NULL,
+    spec       jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     PRIMARY KEY (namespace, task, key)

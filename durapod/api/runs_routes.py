@@ -1,0 +1,216 @@
+"""The public API: trigger, batch trigger, get, list, cancel and replay runs."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from durapod.api.auth import Principal
+from durapod.api.models import (
+    Attempt,
+    BatchRequest,
+    BatchResponse,
+    CheckpointInfo,
+    RunDetail,
+    RunPage,
+    RunRef,
+    RunSummary,
+    TriggerRequest,
+)
+from durapod.api.problems import Problem
+from durapod.api.triggering import Triggers, new_name, ref
+from durapod.resources.models import Phase
+from durapod.store import checkpoints, pods, runs
+
+router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["runs"])
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, **PROBLEM}
+    for code, text in (
+        (401, "No valid bearer token"),
+        (404, "No such task or run"),
+        (413, "Payload too large"),
+        (422, "Invalid request or payload"),
+    )
+}
+
+
+def _triggers(request: Request) -> Triggers:
+    triggers: Triggers = request.app.state.triggers
+    return triggers
+
+
+def _location(response: Response, run: RunRef) -> None:
+    response.headers["Location"] = f"/v1/namespaces/{run.namespace}/runs/{run.name}"
+
+
+@router.post("/tasks/{task}/runs", status_code=202, response_model=RunRef, responses=ERRORS)
+async def trigger(
+    namespace: str,
+    task: str,
+    body: TriggerRequest,
+    request: Request,
+    response: Response,
+    _: Principal,
+) -> RunRef:
+    """Trigger a run of ``task``; answers at once (202), before the run starts.
+
+    With an ``idempotencyKey`` already used within its TTL, the answer is the first run
+    (200, ``duplicate: true``).
+    """
+    run = await _triggers(request).trigger(namespace, task, body)
+    if run.duplicate:
+        response.status_code = 200
+    _location(response, run)
+    return run
+
+
+@router.post("/runs/batch", status_code=202, response_model=BatchResponse, responses=ERRORS)
+async def batch_trigger(
+    namespace: str, body: BatchRequest, request: Request, _: Principal
+) -> BatchResponse:
+    """Trigger up to 500 runs; their idempotency keys are claimed in one transaction."""
+    items = [
+        (item.task, TriggerRequest.model_validate(item.model_dump(exclude={"task"})))
+        for item in body.runs
+    ]
+    return BatchResponse(runs=await _triggers(request).batch(namespace, items))
+
+
+async def _run_or_404(request: Request, namespace: str, name: str) -> dict[str, Any]:
+    run: dict[str, Any] | None = await request.app.state.kube.get_taskrun(namespace, name)
+    if run is None:
+        raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
+    return run
+
+
+@router.get("/runs/{name}", response_model=RunDetail, responses=ERRORS)
+async def get_run(namespace: str, name: str, request: Request, _: Principal) -> RunDetail:
+    """A run: status, output or error, its attempts (one per pod) and its checkpoints."""
+    run = await _run_or_404(request, namespace, name)
+    status = run.get("status") or {}
+    detail = RunDetail(
+        **ref(run).model_dump(),
+        payload=run["spec"].get("payload") or {},
+        tags=run["spec"].get("tags") or [],
+        attempt=status.get("attempt", 0),
+        resumes=status.get("resumes", 0),
+        output=status.get("output"),
+        error=status.get("error"),
+        created_at=run["metadata"].get("creationTimestamp"),
+        started_at=status.get("startedAt"),
+        finished_at=status.get("finishedAt"),
+        duplicate_of=status.get("duplicateOf"),
+    )
+    pool = request.app.state.pool
+    run_id = UUID(run["metadata"]["uid"])
+    detail.attempts = [
+        Attempt(
+            pod=p.name,
+            attempt=p.attempt,
+            machine=p.machine,
+            created_at=p.created_at,
+            started_at=p.started_at,
+            finished_at=p.finished_at,
+            outcome=p.outcome,
+            error=p.error,
+        )
+        for p in await pods.for_run(pool, run_id)
+    ]
+    detail.checkpoints = [
+        CheckpointInfo(step=c["step"], seq=c["seq"], created_at=c["created_at"])
+        for c in await checkpoints.for_run(pool, run_id)
+    ]
+    return detail
+
+
+def _cursor(run: runs.Run) -> str:
+    return base64.urlsafe_b64encode(f"{run.created_at.isoformat()}|{run.id}".encode()).decode()
+
+
+def _after(cursor: str | None) -> tuple[datetime, UUID] | None:
+    if not cursor:
+        return None
+    try:
+        stamp, _, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(stamp), UUID(run_id)
+    except ValueError as exc:
+        raise Problem(422, "Unprocessable Content", "invalid cursor") from exc
+
+
+@router.get("/runs", response_model=RunPage, responses=ERRORS)
+async def list_runs(
+    namespace: str,
+    request: Request,
+    _: Principal,
+    task: str | None = None,
+    phase: Phase | None = None,
+    tag: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs newest first, filtered by task, phase, tag and creation time; paged by cursor."""
+    found = await runs.page(
+        request.app.state.pool,
+        namespace,
+        task=task,
+        status=phase.value if phase else None,
+        tag=tag,
+        since=since,
+        until=until,
+        after=_after(cursor),
+        limit=limit + 1,
+    )
+    more = len(found) > limit
+    found = found[:limit]
+    return RunPage(
+        runs=[
+            RunSummary(
+                id=str(r.id),
+                name=r.name,
+                namespace=r.namespace,
+                task=r.task,
+                phase=r.status,
+                attempt=r.attempt,
+                tags=r.tags,
+                created_at=r.created_at,
+                finished_at=r.finished_at,
+            )
+            for r in found
+        ],
+        next_cursor=_cursor(found[-1]) if more and found else None,
+    )
+
+
+@router.post("/runs/{name}/cancel", status_code=202, response_model=RunRef, responses=ERRORS)
+async def cancel_run(namespace: str, name: str, request: Request, _: Principal) -> RunRef:
+    """Cancel a run: its pod is terminated gracefully and the run ends Cancelled."""
+    run = await request.app.state.kube.cancel(namespace, name)
+    if run is None:
+        raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
+    return ref(run)
+
+
+@router.post("/runs/{name}/replay", status_code=202, response_model=RunRef, responses=ERRORS)
+async def replay_run(
+    namespace: str, name: str, request: Request, response: Response, _: Principal
+) -> RunRef:
+    """A new run of the same task with the same payload and tags, linked to the original."""
+    original = await _run_or_404(request, namespace, name)
+    spec = {
+        k: v
+        for k, v in original["spec"].items()
+        if k in ("task", "payload", "tags", "priority", "concurrencyKey", "ttl")
+    }
+    created = await request.app.state.kube.create_taskrun(
+        namespace, new_name(spec["task"]), spec, labels={"durapod.io/replay-of": name}
+    )
+    run = ref(created)
+    _location(response, run)
+    return run
