@@ -3,6 +3,7 @@ HTTP API creates, ``kubectl get tr`` shows) and reviews ServiceAccount tokens.""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 from lightkube import AsyncClient
@@ -11,13 +12,18 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.types import PatchType
 
-from durapod.resources.models import API_VERSION, GROUP, VERSION
+from durapod.resources.models import API_VERSION, GROUP, VERSION, Phase
 
 TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
 TaskDefinitionResource = create_namespaced_resource(
     GROUP, VERSION, "TaskDefinition", "taskdefinitions"
 )
 Obj = dict[str, Any]
+
+
+def _finished(run: Obj) -> bool:
+    phase = (run.get("status") or {}).get("phase")
+    return phase is not None and Phase(phase).finished
 
 
 class Kube:
@@ -79,6 +85,31 @@ class Kube:
             {"task": task, "payload": payload, "parent": parent},
             labels={"durapod.io/parent": parent["name"]},
         )
+
+    async def wait_finished(self, namespace: str, name: str, seconds: float) -> Obj | None:
+        """The TaskRun once its phase is final, or as it is when ``seconds`` run out.
+
+        Watches from the resourceVersion it read, so no transition can slip between.
+        """
+        run = await self.get_taskrun(namespace, name)
+        if run is None or _finished(run):
+            return run
+        try:
+            async with asyncio.timeout(seconds):
+                watch = self.client.watch(
+                    TaskRunResource,
+                    namespace=namespace,
+                    fields={"metadata.name": name},
+                    resource_version=run["metadata"]["resourceVersion"],
+                    server_timeout=max(1, int(seconds)),
+                )
+                async for event, obj in watch:
+                    run = cast(Obj, obj.to_dict())
+                    if event == "DELETED" or _finished(run):
+                        return run
+        except TimeoutError:
+            pass
+        return await self.get_taskrun(namespace, name)
 
     async def cancel(self, namespace: str, name: str) -> Obj | None:
         try:

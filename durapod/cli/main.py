@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from durapod.cli import runs
 from durapod.resources import crds as crd_gen
 
 app = typer.Typer(
@@ -14,6 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.command("trigger")(runs.trigger)
+app.add_typer(runs.runs_app, name="runs")
 
 
 @app.command()

@@ -1,0 +1,169 @@
+"""``durapod trigger`` and ``durapod runs ...``: runs from a terminal, through the API.
+
+Reads ``DURAPOD_API_URL`` and ``DURAPOD_TOKEN`` (``source .durapod/env`` after
+``durapod dev``). Tables for people, ``-o json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from durapod.cli.tools import kubectl_path
+from durapod.client import Client, DurapodError, Run
+
+runs_app = typer.Typer(help="List, inspect, cancel and replay runs.", no_args_is_help=True)
+console = Console(highlight=False)
+errors = Console(highlight=False, stderr=True)
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="The runs' namespace.")]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+
+
+def _client(namespace: str) -> Client:
+    try:
+        return Client(namespace=namespace)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (source .durapod/env after durapod dev)") from exc
+
+
+def _fail(exc: DurapodError) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {exc.detail} ({exc.status})")
+    return typer.Exit(1)
+
+
+def _show(run: Run, output: Output) -> None:
+    if output == Output.JSON:
+        typer.echo(json.dumps(run.raw, indent=2, default=str))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in run.raw.items():
+        if key in ("attempts", "checkpoints") or value in (None, [], {}):
+            continue
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    console.print(table)
+    for title, rows, cols in (
+        ("attempts", run.raw.get("attempts") or [], ("pod", "attempt", "machine", "outcome")),
+        ("checkpoints", run.raw.get("checkpoints") or [], ("step", "seq", "createdAt")),
+    ):
+        if rows:
+            sub = Table(*cols, title=title, title_justify="left")
+            for row in rows:
+                sub.add_row(*(str(row.get(c, "")) for c in cols))
+            console.print(sub)
+
+
+def trigger(
+    task: Annotated[str, typer.Argument(help="The TaskDefinition's name.")],
+    namespace: Namespace = "default",
+    payload: Annotated[str, typer.Option(help="The payload, as JSON.")] = "{}",
+    idempotency_key: Annotated[str | None, typer.Option(help="Trigger at most once.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeatable).")] = None,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Trigger a run of TASK; prints the run (its name too)."""
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    with _client(namespace) as client:
+        try:
+            run = client.trigger(task, body, idempotency_key=idempotency_key, tags=tag)
+        except DurapodError as exc:
+            raise _fail(exc) from exc
+    _show(run, output)
+
+
+@runs_app.command("list")
+def list_runs(
+    namespace: Namespace = "default",
+    task: Annotated[str | None, typer.Option(help="Only this task's runs.")] = None,
+    phase: Annotated[str | None, typer.Option(help="Only runs in this phase.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only runs with this tag.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Runs, newest first."""
+    with _client(namespace) as client:
+        try:
+            page = client.list(task=task, phase=phase, tag=tag, limit=limit)
+        except DurapodError as exc:
+            raise _fail(exc) from exc
+    if output == Output.JSON:
+        typer.echo(json.dumps(page["runs"], indent=2))
+        return
+    table = Table("NAME", "TASK", "PHASE", "ATTEMPT", "CREATED", "TAGS")
+    for run in page["runs"]:
+        table.add_row(
+            run["name"],
+            run["task"],
+            run["phase"],
+            str(run["attempt"]),
+            run["createdAt"],
+            ",".join(run["tags"]),
+        )
+    console.print(table)
+
+
+def _one(action: str, name: str, namespace: str, output: Output) -> None:
+    with _client(namespace) as client:
+        try:
+            run: Run = getattr(client, action)(name)
+        except DurapodError as exc:
+            raise _fail(exc) from exc
+    _show(run, output)
+
+
+@runs_app.command("get")
+def get_run(
+    name: str, namespace: Namespace = "default", output: OutputOption = Output.TABLE
+) -> None:
+    """A run: status, output or error, attempts and checkpoints."""
+    _one("get", name, namespace, output)
+
+
+@runs_app.command("cancel")
+def cancel_run(
+    name: str, namespace: Namespace = "default", output: OutputOption = Output.TABLE
+) -> None:
+    """Cancel a run (its pod is terminated gracefully)."""
+    _one("cancel", name, namespace, output)
+
+
+@runs_app.command("replay")
+def replay_run(
+    name: str, namespace: Namespace = "default", output: OutputOption = Output.TABLE
+) -> None:
+    """Run the same task with the same payload again."""
+    _one("replay", name, namespace, output)
+
+
+@runs_app.command("logs")
+def run_logs(
+    name: str,
+    namespace: Namespace = "default",
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """The log of the run's current pod (through kubectl)."""
+    with _client(namespace) as client:
+        try:
+            run = client.get(name)
+        except DurapodError as exc:
+            raise _fail(exc) from exc
+    pods: list[dict[str, Any]] = run.raw.get("attempts") or []
+    if not pods:
+        raise typer.BadParameter(f"run {name} has had no pod yet")
+    args = [kubectl_path(), "logs", "-n", namespace, pods[-1]["pod"], *(["-f"] if follow else [])]
+    raise typer.Exit(subprocess.run(args, check=False).returncode)

@@ -1,0 +1,284 @@
+"""A client for the durapod API, for services in the cluster and for scripts (httpx).
+
+``Client`` is synchronous, ``AsyncClient`` asynchronous; both build the same calls. The
+URL and token default to ``DURAPOD_API_URL`` and ``DURAPOD_TOKEN`` (as ``durapod dev``
+writes them), else the pod's ServiceAccount token::
+
+    with Client() as durapod:
+        run = durapod.trigger("process-order", {"id": 7}, idempotency_key="order-7")
+        done = durapod.wait(run.name)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+FINISHED = frozenset({"Succeeded", "Failed", "Cancelled", "TimedOut"})
+LONG_POLL_SECONDS = 30.0
+
+
+class DurapodError(Exception):
+    """The API refused a call; ``status`` and ``detail`` say why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Unauthorized(DurapodError):
+    """401: no valid bearer token."""
+
+
+class NotFound(DurapodError):
+    """404: no such task or run."""
+
+
+class InvalidRequest(DurapodError):
+    """400/413/422: a bad payload or option; nothing was created."""
+
+
+class WaitTimeout(DurapodError):
+    """The run did not finish within the time ``wait`` was given."""
+
+
+_ERRORS: dict[int, type[DurapodError]] = {
+    401: Unauthorized,
+    404: NotFound,
+    400: InvalidRequest,
+    413: InvalidRequest,
+    422: InvalidRequest,
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as the API reports it; ``raw`` holds every field."""
+
+    name: str
+    namespace: str
+    task: str
+    id: str | None = None
+    phase: str | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    duplicate: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Run:
+        return cls(
+            name=body["name"],
+            namespace=body["namespace"],
+            task=body["task"],
+            id=body.get("id"),
+            phase=body.get("phase"),
+            output=body.get("output"),
+            error=body.get("error"),
+            duplicate=body.get("duplicate", False),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+
+def _options(**options: Any) -> dict[str, Any]:
+    names = {
+        "idempotency_key": "idempotencyKey",
+        "idempotency_key_ttl": "idempotencyKeyTTL",
+        "concurrency_key": "concurrencyKey",
+        "not_before": "notBefore",
+    }
+    return {names.get(k, k): v for k, v in options.items() if v is not None}
+
+
+class _Calls:
+    """The API's calls, shared by the sync and async clients."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def _base(self, namespace: str | None) -> str:
+        return f"/v1/namespaces/{namespace or self.namespace}"
+
+    def trigger(self, task: str, payload: Any, namespace: str | None, **options: Any) -> Call:
+        body = {"payload": payload or {}, **_options(**options)}
+        return Call("POST", f"{self._base(namespace)}/tasks/{task}/runs", body)
+
+    def batch(self, runs: list[dict[str, Any]], namespace: str | None) -> Call:
+        return Call("POST", f"{self._base(namespace)}/runs/batch", {"runs": runs})
+
+    def get(self, name: str, namespace: str | None, wait: float = 0) -> Call:
+        return Call(
+            "GET", f"{self._base(namespace)}/runs/{name}", params={"wait": wait} if wait else None
+        )
+
+    def list(self, namespace: str | None, **filters: Any) -> Call:
+        return Call("GET", f"{self._base(namespace)}/runs", params=_options(**filters))
+
+    def act(self, name: str, action: str, namespace: str | None) -> Call:
+        return Call("POST", f"{self._base(namespace)}/runs/{name}/{action}")
+
+
+def _settings(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
+    url = url or os.environ.get("DURAPOD_API_URL")
+    if not url:
+        raise ValueError("no durapod API URL: pass url= or set DURAPOD_API_URL")
+    token = token or os.environ.get("DURAPOD_TOKEN")
+    if not token and SERVICE_ACCOUNT_TOKEN.exists():
+        token = SERVICE_ACCOUNT_TOKEN.read_text().strip()
+    return url.rstrip("/"), {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _result(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail") or response.text
+        except ValueError:
+            detail = response.text
+        raise _ERRORS.get(response.status_code, DurapodError)(response.status_code, detail)
+    return response.json()
+
+
+class Client:
+    """Synchronous client. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        namespace: str = "default",
+        timeout: float = 60.0,
+    ) -> None:
+        base, headers = _settings(url, token)
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout)
+        self._calls = _Calls(namespace)
+
+    def _send(self, call: Call) -> Any:
+        return _result(
+            self._http.request(call.method, call.path, json=call.json, params=call.params)
+        )
+
+    def trigger(
+        self, task: str, payload: Any = None, *, namespace: str | None = None, **options: Any
+    ) -> Run:
+        """Trigger a run; options: idempotency_key, idempotency_key_ttl, concurrency_key,
+        priority, delay, not_before, ttl, tags."""
+        return Run.of(self._send(self._calls.trigger(task, payload, namespace, **options)))
+
+    def batch_trigger(
+        self, runs: list[dict[str, Any]], *, namespace: str | None = None
+    ) -> list[Run]:
+        return [Run.of(r) for r in self._send(self._calls.batch(runs, namespace))["runs"]]
+
+    def get(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(self._send(self._calls.get(name, namespace)))
+
+    def wait(self, name: str, *, timeout: float = 300.0, namespace: str | None = None) -> Run:
+        """Long-poll until the run finishes; WaitTimeout after ``timeout`` seconds."""
+        for chunk in _chunks(timeout):
+            run = Run.of(self._send(self._calls.get(name, namespace, chunk)))
+            if run.finished:
+                return run
+        raise WaitTimeout(408, f"run {name} did not finish within {timeout:g}s")
+
+    def list(self, *, namespace: str | None = None, **filters: Any) -> dict[str, Any]:
+        """A page of runs; filters: task, phase, tag, since, until, limit, cursor."""
+        page: dict[str, Any] = self._send(self._calls.list(namespace, **filters))
+        return page
+
+    def cancel(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(self._send(self._calls.act(name, "cancel", namespace)))
+
+    def replay(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(self._send(self._calls.act(name, "replay", namespace)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """Asynchronous client (``async with AsyncClient() as durapod: ...``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        namespace: str = "default",
+        timeout: float = 60.0,
+    ) -> None:
+        base, headers = _settings(url, token)
+        self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout)
+        self._calls = _Calls(namespace)
+
+    async def _send(self, call: Call) -> Any:
+        return _result(
+            await self._http.request(call.method, call.path, json=call.json, params=call.params)
+        )
+
+    async def trigger(
+        self, task: str, payload: Any = None, *, namespace: str | None = None, **options: Any
+    ) -> Run:
+        return Run.of(await self._send(self._calls.trigger(task, payload, namespace, **options)))
+
+    async def batch_trigger(
+        self, runs: list[dict[str, Any]], *, namespace: str | None = None
+    ) -> list[Run]:
+        body = await self._send(self._calls.batch(runs, namespace))
+        return [Run.of(r) for r in body["runs"]]
+
+    async def get(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(await self._send(self._calls.get(name, namespace)))
+
+    async def wait(self, name: str, *, timeout: float = 300.0, namespace: str | None = None) -> Run:
+        for chunk in _chunks(timeout):
+            run = Run.of(await self._send(self._calls.get(name, namespace, chunk)))
+            if run.finished:
+                return run
+        raise WaitTimeout(408, f"run {name} did not finish within {timeout:g}s")
+
+    async def cancel(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(await self._send(self._calls.act(name, "cancel", namespace)))
+
+    async def replay(self, name: str, *, namespace: str | None = None) -> Run:
+        return Run.of(await self._send(self._calls.act(name, "replay", namespace)))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+def _chunks(total: float) -> list[float]:
+    """Long-poll windows covering ``total`` seconds."""
+    chunks, left = [], total
+    while left > 0:
+        chunks.append(min(left, LONG_POLL_SECONDS))
+        left -= LONG_POLL_SECONDS
+    return chunks or [0.0]
