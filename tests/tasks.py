@@ -92,3 +92,7 @@ async def quick(payload: dict[str, Any], ctx: Context) -> int:
     await asyncio.sleep(payload.get("pause", 0))
     second = await ctx.step("two", lambda: first + 1)
     return int(second)
+
+
+def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload

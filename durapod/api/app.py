@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from durapod import __version__, store
-from durapod.api import runner_routes, runs_routes
+from durapod.api import runner_routes, runs_routes, webhooks
 from durapod.api.auth import Authenticator
 from durapod.api.kube import Kube
 from durapod.api.problems import Problem
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     app.include_router(runs_routes.router)
+    app.include_router(webhooks.router)
     app.add_route("/healthz", healthz, include_in_schema=False)
     for path, endpoint, method in (
         ("/context", runner_routes.context, "GET"),

@@ -4,12 +4,14 @@ HTTP API creates, ``kubectl get tr`` shows) and reviews ServiceAccount tokens.""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any, cast
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from durapod.resources.models import API_VERSION, GROUP, VERSION, Phase
@@ -125,6 +127,17 @@ class Kube:
                 return None
             raise
         return cast(Obj, obj.to_dict())
+
+    async def get_secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        try:
+            secret = await self.client.get(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        if secret.data and key in secret.data:
+            return base64.b64decode(secret.data[key])
+        return None
 
     async def review_token(self, token: str) -> str | None:
         """The user a ServiceAccount (or other) token belongs to, by TokenReview."""

@@ -8,6 +8,7 @@ garbage collection, CRD registration and custom-resource schema admission.
 
 from __future__ import annotations
 
+import base64
 import copy
 import random
 import re
@@ -398,6 +399,11 @@ class Cluster:
             )
 
     def _admit(self, rt: ResourceType, body: Obj, opts: Options) -> tuple[Obj, list[str]]:
+        if rt.plural == "secrets" and body.get("stringData"):
+            # stringData is write-only: the server merges it into data, base64-encoded.
+            data = body.setdefault("data", {})
+            for key, value in body.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
         if rt.schema is None:
             return body, []
         admitted, outcome = schema.admit(body, rt.schema)
