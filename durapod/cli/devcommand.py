@@ -139,6 +139,6 @@ async def _serve(stack: Stack, demo: bool) -> int:
         await stack.stop()
 
 
-def run(home: Path, demo: bool) -> int:
+def run(home: Path, demo: bool, operators: int = 1) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(_serve(Stack(home=home, workdir=Path.cwd()), demo))
+    return asyncio.run(_serve(Stack(home=home, workdir=Path.cwd(), operators=operators), demo))

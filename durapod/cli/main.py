@@ -41,11 +41,12 @@ def dev(
         ".durapod"
     ),
     demo: Annotated[bool, typer.Option(help="Apply examples/hello/ and show it succeed.")] = False,
+    operators: Annotated[int, typer.Option(min=1, max=5, help="Operator replicas.")] = 1,
 ) -> None:
     """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
     from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
 
-    raise typer.Exit(devcommand.run(home.resolve(), demo))
+    raise typer.Exit(devcommand.run(home.resolve(), demo, operators))
 
 
 def main() -> None:

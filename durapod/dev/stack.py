@@ -38,6 +38,8 @@ class Stack:
     workdir: Path
     #: Extra PostgreSQL settings (tests turn fsync off).
     pg_settings: dict[str, str] = field(default_factory=dict)
+    #: Operator replicas (plain replicas: no leader).
+    operators: int = 1
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     run_token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
@@ -86,7 +88,7 @@ class Stack:
         self.kubelet = Kubelet(self.kube_url, self.admin_token, log_dir, self.workdir)
         self._kubelet_task = asyncio.create_task(self.kubelet.run())
         self._write_kubeconfig()
-        api_port, health_port = free_port(), free_port()
+        api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         env = {
             **os.environ,
@@ -95,7 +97,6 @@ class Stack:
             "DURAPOD_API_URL": self.api_url,
             "DURAPOD_RUN_TOKEN_SECRET": self.run_token_secret,
             "DURAPOD_API_TOKENS": self.api_token,
-            "DURAPOD_OPERATOR_HEALTH_URL": f"http://127.0.0.1:{health_port}/healthz",
         }
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
@@ -105,9 +106,19 @@ class Stack:
             env,
             logs,
         )
-        self._spawn("operator", [sys.executable, "-m", "durapod.operator"], env, logs)
+        health = {}
+        for replica in range(1, self.operators + 1):
+            name = "operator" if self.operators == 1 else f"operator-{replica}"
+            health[name] = f"http://127.0.0.1:{free_port()}/healthz"
+            self._spawn(
+                name,
+                [sys.executable, "-m", "durapod.operator"],
+                {**env, "DURAPOD_OPERATOR_HEALTH_URL": health[name]},
+                logs,
+            )
         await self._wait_healthy(f"{self.api_url}/healthz", "api")
-        await self._wait_healthy(env["DURAPOD_OPERATOR_HEALTH_URL"], "operator")
+        for name, url in health.items():
+            await self._wait_healthy(url, name)
         self._supervisor = asyncio.create_task(self._supervise())
         (self.home / "env").write_text(
             f"export KUBECONFIG={self.kubeconfig}\n"

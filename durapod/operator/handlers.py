@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -10,10 +9,12 @@ import kopf
 from lightkube import AsyncClient
 
 from durapod import store
+from durapod.operator.background import spawn
 from durapod.operator.kube import Kube
 from durapod.operator.listening import listen_for_checkpoints
 from durapod.operator.pods import LABEL_RUN
 from durapod.operator.reconcile import Reconciler
+from durapod.operator.schedules import Scheduler
 from durapod.operator.settings import Settings
 from durapod.resources.models import GROUP, VERSION
 
@@ -29,9 +30,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = Settings.from_env()
     memo.pool = await store.open_pool(config.database_url)
-    memo.reconciler = Reconciler(config, memo.pool, Kube(AsyncClient()))
-    memo.listener = asyncio.create_task(
-        listen_for_checkpoints(config.database_url, memo.reconciler)
+    kube = Kube(AsyncClient())
+    memo.reconciler = Reconciler(config, memo.pool, kube)
+    memo.scheduler = Scheduler(kube)
+    memo.listener = spawn(
+        listen_for_checkpoints(config.database_url, memo.reconciler), "checkpoint listener"
     )
 
 
@@ -52,3 +55,11 @@ async def taskrun_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.pod_changed(type or "ADDED", dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "taskschedules")
+async def schedule_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.scheduler.forget(dict(body))
+    else:
+        await memo.scheduler.changed(dict(body))

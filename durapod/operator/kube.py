@@ -11,9 +11,10 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
-from durapod.resources.models import GROUP, VERSION
+from durapod.resources.models import API_VERSION, GROUP, VERSION
 
 TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
+TaskScheduleResource = create_namespaced_resource(GROUP, VERSION, "TaskSchedule", "taskschedules")
 TaskDefinitionResource = create_namespaced_resource(
     GROUP, VERSION, "TaskDefinition", "taskdefinitions"
 )
@@ -71,11 +72,68 @@ class Kube:
         result: dict[str, Any] = obj.to_dict()
         return result
 
-    async def merge_run_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge ``status`` unguarded: for fields only one writer sets (lastCheckpoint)."""
+    async def get_taskschedule(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(TaskScheduleResource, namespace, name)
+
+    async def list_taskruns(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector: dict[str, Any] = dict(labels)
+        return [
+            run.to_dict()
+            async for run in self.client.list(TaskRunResource, namespace=namespace, labels=selector)
+        ]
+
+    async def create_taskrun(
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        labels: dict[str, str],
+        owner: dict[str, Any],
+    ) -> bool:
+        """Create a TaskRun owned by ``owner``; False when it exists already."""
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "TaskRun",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": owner["kind"],
+                        "name": owner["metadata"]["name"],
+                        "uid": owner["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": spec,
+        }
+        try:
+            await self.client.create(TaskRunResource.from_dict(body))
+        except ApiError as exc:
+            if _code(exc) == 409:
+                return False
+            raise
+        return True
+
+    async def cancel_taskrun(self, namespace: str, name: str) -> None:
+        await self.client.patch(
+            TaskRunResource,
+            name,
+            {"spec": {"cancel": True}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def merge_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge ``status`` unguarded, for fields one writer owns (schedules, lastCheckpoint)."""
+        resource = {"taskruns": TaskRunResource, "taskschedules": TaskScheduleResource}[plural]
         try:
             await self.client.patch(
-                TaskRunResource.Status,
+                resource.Status,
                 name,
                 {"status": status},
                 namespace=namespace,

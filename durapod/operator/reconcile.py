@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from durapod.durations import format_duration, parse_duration
 from durapod.operator import pods, verdicts
+from durapod.operator.background import spawn
 from durapod.operator.kube import Conflict, Kube, now
 from durapod.operator.settings import Settings
 from durapod.operator.verdicts import Outcome, Verdict
@@ -103,8 +104,11 @@ class Reconciler:
         record = await runs.get(self.pool, run_id)
         if record is None:
             return
-        await self.kube.merge_run_status(
-            record.namespace, record.name, {"lastCheckpoint": {"step": step, "at": now()}}
+        await self.kube.merge_status(
+            "taskruns",
+            record.namespace,
+            record.name,
+            {"lastCheckpoint": {"step": step, "at": now()}},
         )
 
     async def _locked(
@@ -142,7 +146,7 @@ class Reconciler:
             self._timers.pop(key, None)
             await self._locked(meta["namespace"], meta["name"], self._advance, None)
 
-        self._timers[key] = asyncio.create_task(fire())
+        self._timers[key] = spawn(fire(), f"timer of run {key}")
 
     def _cancel_timer(self, key: str) -> None:
         if (timer := self._timers.pop(key, None)) is not None and not timer.done():

@@ -260,6 +260,7 @@ class TaskScheduleStatus(Model):
     last_schedule_time: str | None = None
     next_schedule_time: str | None = None
     last_run: str | None = None
+    error: str | None = Field(default=None, description="Why the schedule cannot run.")
 
 
 class PrinterColumn(Model):
