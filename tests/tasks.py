@@ -77,8 +77,13 @@ async def double(payload: dict[str, Any], ctx: Context) -> int:
     return int(payload["n"]) * 2
 
 
+async def slow_double(payload: dict[str, Any], ctx: Context) -> int:
+    await asyncio.sleep(1.5)  # long enough for a test to see the parent Waiting
+    return int(payload["n"]) * 2
+
+
 async def parent(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    doubled = await ctx.trigger_and_wait("double", {"n": payload["n"]})
+    doubled = await ctx.trigger_and_wait(payload.get("child", "double"), {"n": payload["n"]})
     return {"child said": doubled}
 
 

@@ -199,9 +199,9 @@ def test_a_durable_sleep_holds_no_pod_and_resumes_after_the_time(
 
 def test_trigger_and_wait_resumes_the_parent_with_the_child_output(dev: DevProcess) -> None:
     dev.apply(
-        definition("double", "tests.tasks:double"),
+        definition("slow-double", "tests.tasks:slow_double"),
         definition("parent", "tests.tasks:parent"),
-        taskrun("parent-1", "parent", {"n": 21}),
+        taskrun("parent-1", "parent", {"n": 21, "child": "slow-double"}),
     )
     waiting = dev.wait_phase("parent-1", "Waiting")
     child = waiting["status"]["waitingFor"]

@@ -21,6 +21,10 @@ TaskDefinitionResource = create_namespaced_resource(
 COMPONENT = "durapod-operator"
 
 
+class QuotaExceeded(Exception):
+    """The API server refused a pod for a ResourceQuota (403 "exceeded quota")."""
+
+
 class Conflict(Exception):
     """The object changed since it was read: read it again and decide again."""
 
@@ -164,6 +168,8 @@ class Kube:
         except ApiError as exc:
             if _code(exc) == 409:
                 return False
+            if _code(exc) == 403 and "exceeded quota" in str(exc.status.message):
+                raise QuotaExceeded(str(exc.status.message)) from exc
             raise
         return True
 

@@ -13,6 +13,7 @@ from durapod.resources.models import API_VERSION, Machine, TaskDefinitionSpec
 LABEL_RUN = "durapod.io/run"
 LABEL_TASK = "durapod.io/task"
 LABEL_ATTEMPT = "durapod.io/attempt"
+LABEL_QUEUE = "durapod.io/queue"
 
 
 def pod_name(run_name: str, index: int) -> str:
@@ -80,6 +81,7 @@ def build(
                 LABEL_RUN: meta["name"],
                 LABEL_TASK: run["spec"]["task"],
                 LABEL_ATTEMPT: str(attempt),
+                LABEL_QUEUE: definition.queue.name,
             },
             "ownerReferences": [
                 {

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from durapod.durations import format_duration, parse_duration
 from durapod.operator import pods, verdicts
 from durapod.operator.background import spawn
-from durapod.operator.kube import Conflict, Kube, now
+from durapod.operator.kube import Conflict, Kube, QuotaExceeded, now
 from durapod.operator.settings import Settings
 from durapod.operator.verdicts import Outcome, Verdict
 from durapod.resources.models import (
@@ -33,13 +33,15 @@ from durapod.resources.models import (
     Phase,
     TaskDefinitionSpec,
 )
-from durapod.store import Pool, checkpoints, idempotency, runs
+from durapod.store import Pool, checkpoints, idempotency, queues, runs
 from durapod.store import pods as pod_records
 
 log = logging.getLogger("durapod.operator")
 Obj = dict[str, Any]
 CONFLICT_RETRIES = 8
 LIVE = (Phase.STARTING, Phase.RESUMING, Phase.RUNNING)
+#: What a queued run does once admitted (status.admitAs).
+ADMIT_START, ADMIT_RETRY, ADMIT_RESUME, ADMIT_POD = "start", "retry", "resume", "pod"
 
 
 def conditions(phase: Phase, message: str = "") -> list[Obj]:
@@ -77,6 +79,8 @@ class Reconciler:
         self.kube = kube
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._timers: dict[str, asyncio.Task[None]] = {}
+        #: Runs whose pod a ResourceQuota refused, by namespace.
+        self._blocked: dict[str, set[str]] = {}
 
     # -- entry points ------------------------------------------------------------------
 
@@ -91,6 +95,7 @@ class Reconciler:
             await runs.set_status(
                 self.pool, UUID(run["metadata"]["uid"]), Phase.CANCELLED.value, finished=True
             )
+            await self._release(run)
         self._cancel_timer(f"{run['metadata']['namespace']}/{run['metadata']['name']}")
 
     async def pod_changed(self, event: str, pod: Obj) -> None:
@@ -165,8 +170,10 @@ class Reconciler:
             await self._admit(run)
         elif phase in LIVE:
             await self._check_pod(run)
+        elif phase == Phase.QUEUED:
+            await self._queued(run)
         elif phase == Phase.RETRYING:
-            await self._when_due(run, lambda: self._next_pod(run, Phase.STARTING, attempt=+1))
+            await self._when_due(run, lambda: self._queue(run, ADMIT_RETRY))
         elif phase == Phase.WAITING:
             await self._waiting(run)
 
@@ -224,7 +231,7 @@ class Reconciler:
         )
         # The first pod's status patch pins the definition too: one write, nothing half-done.
         admitted = {**run, "status": {**(run.get("status") or {}), "definition": pinned}}
-        await self._next_pod(admitted, Phase.STARTING, attempt=+1, pin=pinned)
+        await self._queue(admitted, ADMIT_START, pin=pinned)
 
     async def _holds_key(self, run: Obj) -> bool:
         """Claim the run's idempotency key; a run whose key another run holds never starts."""
@@ -246,6 +253,97 @@ class Reconciler:
             also={"duplicateOf": claim.run_name},
         )
         return False
+
+    # -- queues ------------------------------------------------------------------------
+
+    async def _queue(self, run: Obj, admit_as: str, pin: Obj | None = None) -> None:
+        """Put the run in line for a slot of its queue; its next pod starts on admission."""
+        definition = TaskDefinitionSpec.model_validate(pin or run["status"]["definition"])
+        queue = definition.queue
+        message = f"waiting for a slot in queue {queue.name}"
+        run = await self.kube.patch_run_status(
+            run,
+            {
+                "phase": Phase.QUEUED.value,
+                "admitAs": admit_as,
+                "resumeAt": None,
+                "waitingFor": None,
+                "conditions": conditions(Phase.QUEUED, message),
+                **(
+                    {"definition": pin, "attempt": 0, "pods": 0, "machine": definition.machine}
+                    if pin
+                    else {}
+                ),
+            },
+        )
+        run_id = UUID(run["metadata"]["uid"])
+        await runs.set_status(self.pool, run_id, Phase.QUEUED.value)
+        await queues.enqueue(
+            self.pool,
+            run_id,
+            run["metadata"]["namespace"],
+            queue.name,
+            queue.concurrency_limit,
+            queue.concurrency_key_limit,
+            run["spec"].get("concurrencyKey"),
+            run["spec"].get("priority", 0),
+        )
+        self._spawn_refill(run["metadata"]["namespace"], queue.name)
+
+    async def _queued(self, run: Obj) -> None:
+        """A queued run: start its pod once it holds a slot."""
+        status = run["status"]
+        run_id = UUID(run["metadata"]["uid"])
+        if not await queues.holds_slot(self.pool, run_id):
+            queue = self._definition(run).queue
+            await queues.enqueue(
+                self.pool,
+                run_id,
+                run["metadata"]["namespace"],
+                queue.name,
+                queue.concurrency_limit,
+                queue.concurrency_key_limit,
+                run["spec"].get("concurrencyKey"),
+                run["spec"].get("priority", 0),
+            )
+            self._spawn_refill(run["metadata"]["namespace"], queue.name)
+            return
+        admit_as = status.get("admitAs") or ADMIT_START
+        if admit_as == ADMIT_POD:  # the pod was refused by a ResourceQuota: try again
+            remaining = await self._remaining_seconds(run_id, self._definition(run))
+            run = await self.kube.patch_run_status(
+                run,
+                {
+                    "phase": Phase.STARTING.value,
+                    "conditions": conditions(Phase.STARTING, f"creating pod {status['podName']}"),
+                },
+            )
+            await self._create_pod(run, remaining)
+        elif admit_as == ADMIT_RESUME:
+            await self._next_pod(run, Phase.RESUMING)
+        else:
+            await self._next_pod(run, Phase.STARTING, attempt=+1)
+
+    async def _release(self, run: Obj) -> None:
+        if (freed := await queues.release(self.pool, UUID(run["metadata"]["uid"]))) is not None:
+            self._spawn_refill(*freed)
+
+    def _spawn_refill(self, namespace: str, queue: str) -> None:
+        spawn(self._refill(namespace, queue), f"refill of queue {namespace}/{queue}")
+
+    async def _refill(self, namespace: str, queue: str) -> None:
+        """Hand free slots to waiting runs and start them (outside any run's lock)."""
+        for _, name in await queues.admit(self.pool, namespace, queue):
+            await self._locked(namespace, name, self._advance, None)
+
+    def _spawn_unblock(self, namespace: str) -> None:
+        """A pod ended: runs a ResourceQuota refused may fit now."""
+        if blocked := self._blocked.pop(namespace, set()):
+            spawn(self._unblock(namespace, blocked), f"quota retry in {namespace}")
+
+    async def _unblock(self, namespace: str, names: set[str]) -> None:
+        for name in sorted(names):
+            await self._locked(namespace, name, self._advance, None)
 
     async def _unknown_task(self, run: Obj) -> None:
         meta = run["metadata"]
@@ -326,7 +424,11 @@ class Reconciler:
             remaining,
             self.settings,
         )
-        created = await self.kube.create_pod(manifest)
+        try:
+            created = await self.kube.create_pod(manifest)
+        except QuotaExceeded as exc:
+            await self._quota_refused(run, str(exc))
+            return
         await pod_records.in_cluster(self.pool, UUID(run["metadata"]["uid"]), status["pods"])
         if created:
             await self.kube.event(
@@ -335,6 +437,22 @@ class Reconciler:
                 f"attempt {status['attempt']}: created "
                 f"pod {status['podName']} ({status['machine']})",
             )
+
+    async def _quota_refused(self, run: Obj, why: str) -> None:
+        """Back-pressure, not failure: the run waits, with its slot, for a pod to end."""
+        meta = run["metadata"]
+        self._blocked.setdefault(meta["namespace"], set()).add(meta["name"])
+        run = await self.kube.patch_run_status(
+            run,
+            {
+                "phase": Phase.QUEUED.value,
+                "admitAs": ADMIT_POD,
+                "conditions": conditions(Phase.QUEUED, why),
+            },
+        )
+        await self.kube.event(
+            run, "QuotaExceeded", f"pod {run['status']['podName']} waits: {why}", warning=True
+        )
 
     async def _remaining_seconds(
         self, run_id: UUID, definition: TaskDefinitionSpec
@@ -386,7 +504,7 @@ class Reconciler:
     async def _waiting(self, run: Obj) -> None:
         status = run["status"]
         if status.get("resumeAt"):
-            await self._when_due(run, lambda: self._next_pod(run, Phase.RESUMING))
+            await self._when_due(run, lambda: self._queue(run, ADMIT_RESUME))
             return
         child_name = status.get("waitingFor")
         if not child_name:
@@ -414,7 +532,7 @@ class Reconciler:
         await checkpoints.record_next(
             self.pool, UUID(run["metadata"]["uid"]), f"$wait:{child_name}", outcome
         )
-        await self._next_pod(run, Phase.RESUMING)
+        await self._queue(run, ADMIT_RESUME)
 
     async def _expire(self, run: Obj) -> None:
         """Delete a finished run once its TTL has passed."""
@@ -475,6 +593,9 @@ class Reconciler:
         """Act on how the run's pod ended."""
         status = run["status"]
         definition = self._definition(run)
+        self._spawn_unblock(run["metadata"]["namespace"])
+        if verdict.outcome != Outcome.EVICTED:  # a resume keeps the slot: no gap, no queue
+            await self._release(run)
         if verdict.outcome == Outcome.SUCCEEDED:
             await self._finish(run, Phase.SUCCEEDED, output=reported.get("output"))
         elif verdict.outcome == Outcome.SUSPENDED:
@@ -544,12 +665,13 @@ class Reconciler:
         else:
             patch["waitingFor"] = suspend["child"]
             message = f"waiting for child run {suspend['child']}"
+        # The pod's part is done and checkpointed: a waiting run keeps no pod object. It goes
+        # before the status says Waiting (a restart in between judges the pod again).
+        await self.kube.delete_pod(run["metadata"]["namespace"], run["status"]["podName"])
         run = await self.kube.patch_run_status(
             run, {**patch, "conditions": conditions(Phase.WAITING, message)}
         )
         await runs.set_status(self.pool, UUID(run["metadata"]["uid"]), Phase.WAITING.value)
-        # The pod's part is done and checkpointed: a waiting run keeps no pod object.
-        await self.kube.delete_pod(run["metadata"]["namespace"], run["status"]["podName"])
         await self.kube.event(run, "Waiting", f"{message}; no pod is held")
         await self._waiting(run)
 
@@ -592,6 +714,7 @@ class Reconciler:
             message = f"{error.get('reason') or error['type']}: {error['message']}"
         patch["conditions"] = conditions(phase, message)
         run = await self.kube.patch_run_status(run, {**patch, **(also or {})})
+        await self._release(run)
         if record is not None:
             await runs.finish(
                 self.pool, run_id, phase.value, output=output, error=patch.get("error")

@@ -225,6 +225,9 @@ class TaskRunStatus(Model):
         default=None, description="When a Retrying or Waiting run gets its next pod."
     )
     waiting_for: str | None = Field(default=None, description="The child run being waited on.")
+    admit_as: str | None = Field(
+        default=None, description="What a Queued run does once admitted: start, retry, resume."
+    )
     definition: JsonObject | None = Field(
         default=None, description="The TaskDefinition spec this run was admitted with."
     )

@@ -125,6 +125,7 @@ class Cluster:
         if "status" in rt.subresources:
             body.pop("status", None)
         if rt.plural == "pods":
+            self._check_quota(namespace, body)
             body["status"] = {"phase": "Pending", "qosClass": "Burstable"}
             body.setdefault("spec", {}).setdefault("terminationGracePeriodSeconds", 30)
         elif rt.plural == "namespaces":
@@ -365,6 +366,37 @@ class Cluster:
             self.storage.write(rt.key, pod, "MODIFIED")
         self.delete(rt, namespace, name, options)
 
+    def _check_quota(self, namespace: str, pod: Obj) -> None:
+        """ResourceQuota admission: count/pods, requests.cpu and requests.memory."""
+        live = [
+            p
+            for p in self.storage.objects("/pods", namespace)
+            if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        ]
+        for quota in self.storage.objects("/resourcequotas", namespace):
+            hard = (quota.get("spec") or {}).get("hard") or {}
+            exceeded, requested, used, limited = [], [], [], []
+            for key, limit in hard.items():
+                measure = _QUOTA_MEASURES.get(key)
+                if measure is None:
+                    continue
+                want, have = measure(pod), sum(measure(p) for p in live)
+                if have + want > _quantity(limit):
+                    exceeded.append(key)
+                    requested.append(f"{key}={_shown(want)}")
+                    used.append(f"{key}={_shown(have)}")
+                    limited.append(f"{key}={limit}")
+            if exceeded:
+                name = pod["metadata"].get("name", "")
+                raise errors.StatusError(
+                    403,
+                    "Forbidden",
+                    f'pods "{name}" is forbidden: exceeded quota: {quota["metadata"]["name"]}, '
+                    f"requested: {','.join(requested)}, used: {','.join(used)}, "
+                    f"limited: {','.join(limited)}",
+                    {"name": name, "kind": "pods"},
+                )
+
     # -- helpers -----------------------------------------------------------------------
 
     def _type(self, group: str, plural: str) -> ResourceType:
@@ -448,6 +480,51 @@ def _forbid_new_finalizers(rt: ResourceType, current: Obj, meta: Obj) -> None:
             "message": message,
         }
         raise errors.invalid(rt.kind, rt.group, meta["name"], [cause])
+
+
+_SUFFIXES = {
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _quantity(text: Any) -> float:
+    """A Kubernetes quantity ("500m", "256Mi", "3") as a number."""
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(text))
+    if not match or match.group(2) not in ("", *_SUFFIXES):
+        raise errors.bad_request(f"quantities must match the regular expression: {text!r}")
+    return float(match.group(1)) * _SUFFIXES.get(match.group(2), 1.0)
+
+
+def _shown(value: float) -> str:
+    return f"{value:g}"
+
+
+def _requests(resource: str) -> Any:
+    def total(pod: Obj) -> float:
+        return sum(
+            _quantity(((c.get("resources") or {}).get("requests") or {}).get(resource, 0))
+            for c in (pod.get("spec") or {}).get("containers") or []
+        )
+
+    return total
+
+
+_QUOTA_MEASURES = {
+    "pods": lambda pod: 1.0,
+    "count/pods": lambda pod: 1.0,
+    "requests.cpu": _requests("cpu"),
+    "cpu": _requests("cpu"),
+    "requests.memory": _requests("memory"),
+    "memory": _requests("memory"),
+}
 
 
 def _content(obj: Obj) -> Obj:

@@ -93,6 +93,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _core("secrets", "Secret"),
     _core("configmaps", "ConfigMap", short_names=("cm",)),
     _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _core("resourcequotas", "ResourceQuota", short_names=("quota",), subresources=("status",)),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",

@@ -1,0 +1,140 @@
+"""Queue slots: admission control shared by every operator replica.
+
+``admit`` locks the queue's row (``SELECT ... FOR UPDATE``), counts the slots held, and
+hands the free ones to the waiting runs: highest priority first, then oldest, taking
+concurrency keys in turn (round-robin) so one tenant cannot starve the others, and never
+more per key than the key limit. A run gives its slot back when its pod ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from durapod.store import Pool
+
+_ADMIT = """
+WITH held AS (
+    SELECT concurrency_key, count(*) AS n FROM runs
+    WHERE namespace = %(ns)s AND queue = %(queue)s AND holds_slot
+    GROUP BY concurrency_key
+), waiting AS (
+    SELECT r.id, r.name, r.concurrency_key, r.priority, r.queued_at,
+           row_number() OVER (PARTITION BY r.concurrency_key
+                              ORDER BY r.priority DESC, r.queued_at, r.id) AS turn
+    FROM runs r
+    WHERE r.namespace = %(ns)s AND r.queue = %(queue)s AND r.queued_at IS NOT NULL
+      AND NOT r.holds_slot
+), eligible AS (
+    SELECT w.* FROM waiting w LEFT JOIN held h
+        ON h.concurrency_key IS NOT DISTINCT FROM w.concurrency_key
+    WHERE w.concurrency_key IS NULL OR %(key_limit)s::int IS NULL
+       OR coalesce(h.n, 0) + w.turn <= %(key_limit)s::int
+    ORDER BY w.turn, w.priority DESC, w.queued_at, w.id
+    LIMIT %(free)s
+)
+UPDATE runs SET holds_slot = true, queued_at = NULL
+FROM eligible WHERE runs.id = eligible.id
+RETURNING runs.id, runs.name
+"""
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    limit: int | None
+    key_limit: int | None
+    running: int
+    waiting: int
+
+
+async def enqueue(
+    pool: Pool,
+    run_id: UUID,
+    namespace: str,
+    queue: str,
+    limit: int | None,
+    key_limit: int | None,
+    concurrency_key: str | None,
+    priority: int,
+) -> None:
+    """Put a run in line for a slot (the queue's limits are the latest definition's)."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO queues (namespace, name, concurrency_limit, key_limit) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (namespace, name) DO UPDATE SET "
+            "concurrency_limit = excluded.concurrency_limit, key_limit = excluded.key_limit, "
+            "updated_at = now() WHERE (queues.concurrency_limit, queues.key_limit) "
+            "IS DISTINCT FROM (excluded.concurrency_limit, excluded.key_limit)",
+            (namespace, queue, limit, key_limit),
+        )
+        await conn.execute(
+            "UPDATE runs SET queue = %s, concurrency_key = %s, priority = %s, "
+            "queued_at = coalesce(queued_at, clock_timestamp()) WHERE id = %s AND NOT holds_slot",
+            (queue, concurrency_key, priority, run_id),
+        )
+
+
+async def admit(pool: Pool, namespace: str, queue: str) -> list[tuple[UUID, str]]:
+    """Give free slots to waiting runs; return the runs admitted now."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "SELECT concurrency_limit, key_limit FROM queues WHERE namespace = %s AND name = %s "
+            "FOR UPDATE",
+            (namespace, queue),
+        )
+        limits = await cur.fetchone()
+        if limits is None:
+            return []
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM runs WHERE namespace = %s AND queue = %s AND holds_slot",
+            (namespace, queue),
+        )
+        held = (await cur.fetchone() or {"n": 0})["n"]
+        limit = limits["concurrency_limit"]
+        free = 1_000_000 if limit is None else max(limit - held, 0)
+        if free == 0:
+            return []
+        cur = await conn.execute(
+            _ADMIT,
+            {"ns": namespace, "queue": queue, "free": free, "key_limit": limits["key_limit"]},
+        )
+        return [(row["id"], row["name"]) for row in await cur.fetchall()]
+
+
+async def holds_slot(pool: Pool, run_id: UUID) -> bool:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT holds_slot FROM runs WHERE id = %s", (run_id,))
+        row = await cur.fetchone()
+    return bool(row and row["holds_slot"])
+
+
+async def release(pool: Pool, run_id: UUID) -> tuple[str, str] | None:
+    """Give the run's slot back (and leave the line); the queue to refill, if any."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE runs SET holds_slot = false, queued_at = NULL WHERE id = %s "
+            "AND (holds_slot OR queued_at IS NOT NULL) RETURNING namespace, queue",
+            (run_id,),
+        )
+        row = await cur.fetchone()
+    return (row["namespace"], row["queue"]) if row else None
+
+
+async def states(pool: Pool, namespace: str) -> list[QueueState]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT q.name, q.concurrency_limit, q.key_limit, "
+            "count(r.id) FILTER (WHERE r.holds_slot) AS running, "
+            "count(r.id) FILTER (WHERE r.queued_at IS NOT NULL AND NOT r.holds_slot) AS waiting "
+            "FROM queues q LEFT JOIN runs r ON r.namespace = q.namespace AND r.queue = q.name "
+            "AND (r.holds_slot OR r.queued_at IS NOT NULL) WHERE q.namespace = %s "
+            "GROUP BY q.name, q.concurrency_limit, q.key_limit ORDER BY q.name",
+            (namespace,),
+        )
+        return [
+            QueueState(
+                r["name"], r["concurrency_limit"], r["key_limit"], r["running"], r["waiting"]
+            )
+            for r in await cur.fetchall()
+        ]
