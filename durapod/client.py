@@ -11,6 +11,7 @@ writes them), else the pod's ServiceAccount token::
 
 from __future__ import annotations
 
+import builtins
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,9 @@ class _Calls:
     def list(self, namespace: str | None, **filters: Any) -> Call:
         return Call("GET", f"{self._base(namespace)}/runs", params=_options(**filters))
 
+    def queues(self, namespace: str | None) -> Call:
+        return Call("GET", f"{self._base(namespace)}/queues")
+
     def act(self, name: str, action: str, namespace: str | None) -> Call:
         return Call("POST", f"{self._base(namespace)}/runs/{name}/{action}")
 
@@ -202,6 +206,11 @@ class Client:
         """A page of runs; filters: task, phase, tag, since, until, limit, cursor."""
         page: dict[str, Any] = self._send(self._calls.list(namespace, **filters))
         return page
+
+    def queues(self, *, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Each queue: limits, runs holding a slot, runs waiting."""
+        body: dict[str, Any] = self._send(self._calls.queues(namespace))
+        return list(body["queues"])
 
     def cancel(self, name: str, *, namespace: str | None = None) -> Run:
         return Run.of(self._send(self._calls.act(name, "cancel", namespace)))

@@ -49,7 +49,13 @@ def test_demo_succeeds_then_sigint_leaves_no_process(open_tmp: Path) -> None:
     assert "step 5 ran in pod resume-demo-1-2" in dev.output
     assert "attempt 1, resumed 1 time(s)" in dev.output
     env = dev.env()
-    assert set(env) == {"KUBECONFIG", "DURAPOD_API_URL", "DURAPOD_TOKEN", "DATABASE_URL"}
+    assert set(env) == {
+        "KUBECONFIG",
+        "DURAPOD_API_URL",
+        "DURAPOD_API_URLS",
+        "DURAPOD_TOKEN",
+        "DATABASE_URL",
+    }
     assert dev.process.poll() is None  # still serving
     postmaster = _postmaster(env["DATABASE_URL"])
     started = _descendants(dev.process.pid) | {postmaster}

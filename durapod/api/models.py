@@ -108,3 +108,15 @@ class RunSummary(Body):
 class RunPage(Body):
     runs: list[RunSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class QueueView(Body):
+    name: str
+    concurrency_limit: int | None
+    concurrency_key_limit: int | None
+    running: int = Field(description="Runs holding a slot (a pod, or about to have one).")
+    waiting: int = Field(description="Runs in line for a slot.")
+
+
+class QueueList(Body):
+    queues: list[QueueView]

@@ -15,6 +15,8 @@ from durapod.api.models import (
     BatchRequest,
     BatchResponse,
     CheckpointInfo,
+    QueueList,
+    QueueView,
     RunDetail,
     RunPage,
     RunRef,
@@ -24,7 +26,7 @@ from durapod.api.models import (
 from durapod.api.problems import Problem
 from durapod.api.triggering import Triggers, new_name, ref
 from durapod.resources.models import Phase
-from durapod.store import checkpoints, pods, runs
+from durapod.store import checkpoints, pods, queues, runs
 
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["runs"])
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -234,3 +236,20 @@ async def replay_run(
     run = ref(created)
     _location(response, run)
     return run
+
+
+@router.get("/queues", response_model=QueueList, responses=ERRORS, tags=["queues"])
+async def list_queues(namespace: str, request: Request, _: Principal) -> QueueList:
+    """Each queue's limits, and how many runs hold a slot or wait for one."""
+    return QueueList(
+        queues=[
+            QueueView(
+                name=q.name,
+                concurrency_limit=q.limit,
+                concurrency_key_limit=q.key_limit,
+                running=q.running,
+                waiting=q.waiting,
+            )
+            for q in await queues.states(request.app.state.pool, namespace)
+        ]
+    )

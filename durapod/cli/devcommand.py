@@ -139,6 +139,8 @@ async def _serve(stack: Stack, demo: bool) -> int:
         await stack.stop()
 
 
-def run(home: Path, demo: bool, operators: int = 1) -> int:
+def run(home: Path, demo: bool, operators: int = 1, apis: int = 1) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(_serve(Stack(home=home, workdir=Path.cwd(), operators=operators), demo))
+    return asyncio.run(
+        _serve(Stack(home=home, workdir=Path.cwd(), operators=operators, apis=apis), demo)
+    )

@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 
 app.command("trigger")(runs.trigger)
+app.command("queues")(runs.queues)
 app.add_typer(runs.runs_app, name="runs")
 
 
@@ -42,11 +43,12 @@ def dev(
     ),
     demo: Annotated[bool, typer.Option(help="Apply examples/hello/ and show it succeed.")] = False,
     operators: Annotated[int, typer.Option(min=1, max=5, help="Operator replicas.")] = 1,
+    apis: Annotated[int, typer.Option(min=1, max=5, help="API replicas.")] = 1,
 ) -> None:
     """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
     from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
 
-    raise typer.Exit(devcommand.run(home.resolve(), demo, operators))
+    raise typer.Exit(devcommand.run(home.resolve(), demo, operators, apis))
 
 
 def main() -> None:

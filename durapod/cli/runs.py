@@ -167,3 +167,25 @@ def run_logs(
         raise typer.BadParameter(f"run {name} has had no pod yet")
     args = [kubectl_path(), "logs", "-n", namespace, pods[-1]["pod"], *(["-f"] if follow else [])]
     raise typer.Exit(subprocess.run(args, check=False).returncode)
+
+
+def queues(namespace: Namespace = "default", output: OutputOption = Output.TABLE) -> None:
+    """Queues: their limits, runs holding a slot, runs waiting."""
+    with _client(namespace) as client:
+        try:
+            found = client.queues()
+        except DurapodError as exc:
+            raise _fail(exc) from exc
+    if output == Output.JSON:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("QUEUE", "LIMIT", "KEY LIMIT", "RUNNING", "WAITING")
+    for q in found:
+        table.add_row(
+            q["name"],
+            str(q["concurrencyLimit"] or "-"),
+            str(q["concurrencyKeyLimit"] or "-"),
+            str(q["running"]),
+            str(q["waiting"]),
+        )
+    console.print(table)

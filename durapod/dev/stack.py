@@ -40,12 +40,15 @@ class Stack:
     pg_settings: dict[str, str] = field(default_factory=dict)
     #: Operator replicas (plain replicas: no leader).
     operators: int = 1
+    #: API replicas; pods and the env file use the first.
+    apis: int = 1
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     run_token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     cluster: Cluster = field(init=False)
     kube_url: str = field(init=False, default="")
     api_url: str = field(init=False, default="")
+    api_urls: list[str] = field(init=False, default_factory=list)
     database_url: str = field(init=False, default="")
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     #: How often each component was restarted after dying.
@@ -88,8 +91,9 @@ class Stack:
         self.kubelet = Kubelet(self.kube_url, self.admin_token, log_dir, self.workdir)
         self._kubelet_task = asyncio.create_task(self.kubelet.run())
         self._write_kubeconfig()
-        api_port = free_port()
-        self.api_url = f"http://127.0.0.1:{api_port}"
+        api_ports = [free_port() for _ in range(self.apis)]
+        self.api_urls = [f"http://127.0.0.1:{port}" for port in api_ports]
+        self.api_url = self.api_urls[0]
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -100,12 +104,9 @@ class Stack:
         }
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
-        self._spawn(
-            "api",
-            [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(api_port)],
-            env,
-            logs,
-        )
+        for replica, port in enumerate(api_ports, 1):
+            argv = [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)]
+            self._spawn("api" if self.apis == 1 else f"api-{replica}", argv, env, logs)
         health = {}
         for replica in range(1, self.operators + 1):
             name = "operator" if self.operators == 1 else f"operator-{replica}"
@@ -116,13 +117,17 @@ class Stack:
                 {**env, "DURAPOD_OPERATOR_HEALTH_URL": health[name]},
                 logs,
             )
-        await self._wait_healthy(f"{self.api_url}/healthz", "api")
+        for replica, url in enumerate(self.api_urls, 1):
+            await self._wait_healthy(
+                f"{url}/healthz", "api" if self.apis == 1 else f"api-{replica}"
+            )
         for name, url in health.items():
             await self._wait_healthy(url, name)
         self._supervisor = asyncio.create_task(self._supervise())
         (self.home / "env").write_text(
             f"export KUBECONFIG={self.kubeconfig}\n"
             f"export DURAPOD_API_URL={self.api_url}\n"
+            f"export DURAPOD_API_URLS={','.join(self.api_urls)}\n"
             f"export DURAPOD_TOKEN={self.api_token}\n"
             f"export DATABASE_URL={self.database_url}\n"
         )

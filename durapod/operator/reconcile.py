@@ -474,26 +474,29 @@ class Reconciler:
         }
 
     async def _check_pod(self, run: Obj) -> None:
-        """A live run whose pod vanished while nobody watched: judge it from its record."""
+        """A live run's pod: create it if it never was; judge it if it vanished unseen.
+
+        The record is read before the pod: ``in_cluster`` is set only once the pod exists,
+        so a pod missing after that was really deleted (not still being created).
+        """
         status = run["status"]
         namespace = run["metadata"]["namespace"]
-        if await self.kube.pod_exists(namespace, status["podName"]):
-            return
-        record = await pod_records.get(self.pool, UUID(run["metadata"]["uid"]), status["pods"])
-        if record is None or not record.in_cluster:  # the pod was never created: create it
+        run_id = UUID(run["metadata"]["uid"])
+        record = await pod_records.get(self.pool, run_id, status["pods"])
+        if record is None or not record.in_cluster:  # maybe never created: create it (or 409)
             if record is None:
                 await pod_records.create(
                     self.pool,
-                    UUID(run["metadata"]["uid"]),
+                    run_id,
                     status["pods"],
                     status["attempt"],
                     status["podName"],
                     status["machine"],
                 )
-            remaining = await self._remaining_seconds(
-                UUID(run["metadata"]["uid"]), self._definition(run)
-            )
+            remaining = await self._remaining_seconds(run_id, self._definition(run))
             await self._create_pod(run, remaining)
+            return
+        if await self.kube.pod_exists(namespace, status["podName"]):
             return
         gone = {
             "metadata": {"name": status["podName"], "namespace": namespace},

@@ -1,9 +1,9 @@
 """Queue slots: admission control shared by every operator replica.
 
 ``admit`` locks the queue's row (``SELECT ... FOR UPDATE``), counts the slots held, and
-hands the free ones to the waiting runs: highest priority first, then oldest, taking
-concurrency keys in turn (round-robin) so one tenant cannot starve the others, and never
-more per key than the key limit. A run gives its slot back when its pod ends.
+hands the free ones to the waiting runs: the concurrency key holding the fewest slots
+first (round-robin, so one tenant cannot starve the others, never more per key than the
+key limit), then highest priority, then oldest. A run gives its slot back when its pod ends.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ WITH held AS (
     WHERE r.namespace = %(ns)s AND r.queue = %(queue)s AND r.queued_at IS NOT NULL
       AND NOT r.holds_slot
 ), eligible AS (
+    -- A run's place: the slots its key would hold with it. Keys holding fewer go first.
     SELECT w.* FROM waiting w LEFT JOIN held h
         ON h.concurrency_key IS NOT DISTINCT FROM w.concurrency_key
     WHERE w.concurrency_key IS NULL OR %(key_limit)s::int IS NULL
        OR coalesce(h.n, 0) + w.turn <= %(key_limit)s::int
-    ORDER BY w.turn, w.priority DESC, w.queued_at, w.id
+    ORDER BY coalesce(h.n, 0) + w.turn, w.priority DESC, w.queued_at, w.id
     LIMIT %(free)s
 )
 UPDATE runs SET holds_slot = true, queued_at = NULL

@@ -265,6 +265,14 @@ class ApiServer:
         )
 
     async def _body(self, request: web.Request) -> Obj:
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            # Protobuf is not spoken here; clients then fall back to JSON.
+            raise errors.StatusError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json, application/yaml",
+            )
         try:
             body = json.loads(await request.read())
         except ValueError as exc:
