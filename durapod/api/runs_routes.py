@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from durapod.api.auth import Principal
 from durapod.api.models import (
@@ -23,22 +23,17 @@ from durapod.api.models import (
     RunSummary,
     TriggerRequest,
 )
-from durapod.api.problems import Problem
+from durapod.api.problems import Problem, documented
 from durapod.api.triggering import Triggers, new_name, ref
-from durapod.resources.models import Phase
+from durapod.resources.models import DNS_LABEL, DNS_SUBDOMAIN, Phase
 from durapod.store import checkpoints, pods, queues, runs
 
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["runs"])
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, **PROBLEM}
-    for code, text in (
-        (401, "No valid bearer token"),
-        (404, "No such task or run"),
-        (413, "Payload too large"),
-        (422, "Invalid request or payload"),
-    )
-}
+#: Path parameters are checked here, so a bad name is a 422, never a call to the cluster.
+Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
+Name = Annotated[str, Path(pattern=DNS_SUBDOMAIN, max_length=253)]
+Task = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
+ERRORS = documented(400, 401, 404, 413, 422)
 
 
 def _triggers(request: Request) -> Triggers:
@@ -52,8 +47,8 @@ def _location(response: Response, run: RunRef) -> None:
 
 @router.post("/tasks/{task}/runs", status_code=202, response_model=RunRef, responses=ERRORS)
 async def trigger(
-    namespace: str,
-    task: str,
+    namespace: Namespace,
+    task: Task,
     body: TriggerRequest,
     request: Request,
     response: Response,
@@ -73,7 +68,7 @@ async def trigger(
 
 @router.post("/runs/batch", status_code=202, response_model=BatchResponse, responses=ERRORS)
 async def batch_trigger(
-    namespace: str, body: BatchRequest, request: Request, _: Principal
+    namespace: Namespace, body: BatchRequest, request: Request, _: Principal
 ) -> BatchResponse:
     """Trigger up to 500 runs; their idempotency keys are claimed in one transaction."""
     items = [
@@ -84,7 +79,7 @@ async def batch_trigger(
 
 
 async def _run_or_404(
-    request: Request, namespace: str, name: str, wait: float = 0
+    request: Request, namespace: Namespace, name: Name, wait: float = 0
 ) -> dict[str, Any]:
     kube = request.app.state.kube
     run: dict[str, Any] | None = (
@@ -99,8 +94,8 @@ async def _run_or_404(
 
 @router.get("/runs/{name}", response_model=RunDetail, responses=ERRORS)
 async def get_run(
-    namespace: str,
-    name: str,
+    namespace: Namespace,
+    name: Name,
     request: Request,
     _: Principal,
     wait: Annotated[
@@ -166,7 +161,7 @@ def _after(cursor: str | None) -> tuple[datetime, UUID] | None:
 
 @router.get("/runs", response_model=RunPage, responses=ERRORS)
 async def list_runs(
-    namespace: str,
+    namespace: Namespace,
     request: Request,
     _: Principal,
     task: str | None = None,
@@ -211,7 +206,7 @@ async def list_runs(
 
 
 @router.post("/runs/{name}/cancel", status_code=202, response_model=RunRef, responses=ERRORS)
-async def cancel_run(namespace: str, name: str, request: Request, _: Principal) -> RunRef:
+async def cancel_run(namespace: Namespace, name: Name, request: Request, _: Principal) -> RunRef:
     """Cancel a run: its pod is terminated gracefully and the run ends Cancelled."""
     run = await request.app.state.kube.cancel(namespace, name)
     if run is None:
@@ -221,7 +216,7 @@ async def cancel_run(namespace: str, name: str, request: Request, _: Principal) 
 
 @router.post("/runs/{name}/replay", status_code=202, response_model=RunRef, responses=ERRORS)
 async def replay_run(
-    namespace: str, name: str, request: Request, response: Response, _: Principal
+    namespace: Namespace, name: Name, request: Request, response: Response, _: Principal
 ) -> RunRef:
     """A new run of the same task with the same payload and tags, linked to the original."""
     original = await _run_or_404(request, namespace, name)
@@ -239,7 +234,7 @@ async def replay_run(
 
 
 @router.get("/queues", response_model=QueueList, responses=ERRORS, tags=["queues"])
-async def list_queues(namespace: str, request: Request, _: Principal) -> QueueList:
+async def list_queues(namespace: Namespace, request: Request, _: Principal) -> QueueList:
     """Each queue's limits, and how many runs hold a slot or wait for one."""
     return QueueList(
         queues=[

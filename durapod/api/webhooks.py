@@ -16,13 +16,14 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from durapod.api.models import RunRef, TriggerRequest
-from durapod.api.problems import Problem
+from durapod.api.problems import Problem, documented
 from durapod.durations import parse_duration
+from durapod.resources.models import DNS_LABEL
 
 router = APIRouter(tags=["webhooks"])
 
@@ -91,12 +92,14 @@ VERIFIERS = {"github": verify_github, "stripe": verify_stripe, "generic": verify
     "/webhooks/{namespace}/{task}",
     status_code=202,
     response_model=RunRef,
-    responses={
-        401: {"description": "Bad or missing signature"},
-        404: {"description": "No such task, or it takes no webhooks"},
-    },
+    responses=documented(400, 401, 404, 422),
 )
-async def receive(namespace: str, task: str, request: Request, response: Response) -> RunRef:
+async def receive(
+    namespace: Annotated[str, Path(pattern=DNS_LABEL, max_length=63)],
+    task: Annotated[str, Path(pattern=DNS_LABEL, max_length=63)],
+    request: Request,
+    response: Response,
+) -> RunRef:
     """Verify a signed delivery and trigger a run with it; 202 before the run starts."""
     kube = request.app.state.kube
     definition = await kube.get_taskdefinition(namespace, task)

@@ -163,6 +163,7 @@ class Reconciler:
         status = run.get("status") or {}
         phase = Phase(status["phase"]) if status.get("phase") else None
         if phase is not None and phase.finished:
+            await self._release(run)  # if a crash came between finishing and releasing
             await self._expire(run)
         elif run["spec"].get("cancel"):
             await self._stop(run, Phase.CANCELLED, "cancelled by spec.cancel")

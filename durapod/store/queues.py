@@ -24,7 +24,7 @@ WITH held AS (
                               ORDER BY r.priority DESC, r.queued_at, r.id) AS turn
     FROM runs r
     WHERE r.namespace = %(ns)s AND r.queue = %(queue)s AND r.queued_at IS NOT NULL
-      AND NOT r.holds_slot
+      AND NOT r.holds_slot AND r.status = 'Queued'
 ), eligible AS (
     -- A run's place: the slots its key would hold with it. Keys holding fewer go first.
     SELECT w.* FROM waiting w LEFT JOIN held h
@@ -71,7 +71,8 @@ async def enqueue(
         )
         await conn.execute(
             "UPDATE runs SET queue = %s, concurrency_key = %s, priority = %s, "
-            "queued_at = coalesce(queued_at, clock_timestamp()) WHERE id = %s AND NOT holds_slot",
+            "queued_at = coalesce(queued_at, clock_timestamp()) "
+            "WHERE id = %s AND NOT holds_slot AND status = 'Queued'",
             (queue, concurrency_key, priority, run_id),
         )
 
