@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -231,3 +232,13 @@ def test_openapi_is_served(dev: DevProcess) -> None:
     spec = httpx.get(dev.env()["DURAPOD_API_URL"] + "/openapi.json").json()
     assert "/v1/namespaces/{namespace}/tasks/{task}/runs" in spec["paths"]
     assert not any(path.startswith("/internal") for path in spec["paths"])
+
+
+def test_a_delayed_run_starts_after_its_delay(api: httpx.Client, dev: DevProcess) -> None:
+    made = api.post("/tasks/double/runs", json={"payload": {"n": 2}, "delay": "2s"}).json()
+    pending = dev.wait_phase(made["name"], "Pending")
+    assert pending["status"]["resumeAt"] and dev.pods_of(made["name"]) == []
+    done = _finished(api, made["name"])
+    created = datetime.fromisoformat(done["createdAt"].replace("Z", "+00:00"))
+    started = datetime.fromisoformat(done["attempts"][0]["createdAt"])
+    assert done["output"] == 4 and (started - created).total_seconds() >= 1.5

@@ -185,8 +185,32 @@ class Reconciler:
         else:
             self._wake_at(run, due)
 
+    def _not_before(self, run: Obj) -> datetime | None:
+        """When a delayed run (``spec.delay`` or ``spec.notBefore``) may start."""
+        spec = run["spec"]
+        if spec.get("notBefore"):
+            return _parse_time(spec["notBefore"])
+        if spec.get("delay"):
+            created = _parse_time(run["metadata"]["creationTimestamp"])
+            return created + parse_duration(spec["delay"])
+        return None
+
     async def _admit(self, run: Obj) -> None:
         meta, spec = run["metadata"], run["spec"]
+        start_at = self._not_before(run)
+        if start_at is not None and start_at > datetime.now(UTC):
+            if (run.get("status") or {}).get("resumeAt") != _stamp(start_at):
+                message = f"delayed until {_stamp(start_at)}"
+                run = await self.kube.patch_run_status(
+                    run,
+                    {
+                        "phase": Phase.PENDING.value,
+                        "resumeAt": _stamp(start_at),
+                        "conditions": conditions(Phase.PENDING, message),
+                    },
+                )
+            self._wake_at(run, start_at)
+            return
         td = await self.kube.get_taskdefinition(meta["namespace"], spec["task"])
         if td is None:
             await self._unknown_task(run)
@@ -277,11 +301,15 @@ class Reconciler:
                 ),
             },
         )
-        run_id = UUID(run["metadata"]["uid"])
-        await runs.set_status(self.pool, run_id, Phase.QUEUED.value)
+        await runs.set_status(self.pool, UUID(run["metadata"]["uid"]), Phase.QUEUED.value)
+        await self._enqueue(run, definition)
+
+    async def _enqueue(self, run: Obj, definition: TaskDefinitionSpec) -> None:
+        """Put the run in line (idempotent) and let the queue hand out free slots."""
+        queue = definition.queue
         await queues.enqueue(
             self.pool,
-            run_id,
+            UUID(run["metadata"]["uid"]),
             run["metadata"]["namespace"],
             queue.name,
             queue.concurrency_limit,
@@ -296,18 +324,7 @@ class Reconciler:
         status = run["status"]
         run_id = UUID(run["metadata"]["uid"])
         if not await queues.holds_slot(self.pool, run_id):
-            queue = self._definition(run).queue
-            await queues.enqueue(
-                self.pool,
-                run_id,
-                run["metadata"]["namespace"],
-                queue.name,
-                queue.concurrency_limit,
-                queue.concurrency_key_limit,
-                run["spec"].get("concurrencyKey"),
-                run["spec"].get("priority", 0),
-            )
-            self._spawn_refill(run["metadata"]["namespace"], queue.name)
+            await self._enqueue(run, self._definition(run))
             return
         admit_as = status.get("admitAs") or ADMIT_START
         if admit_as == ADMIT_POD:  # the pod was refused by a ResourceQuota: try again
