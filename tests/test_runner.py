@@ -102,6 +102,20 @@ def test_a_resumed_run_skips_completed_steps() -> None:
     assert SIDE_EFFECTS == ["s1", "s2", "s3", "s4", "s5"]
 
 
+def test_completed_tells_what_an_earlier_pod_did() -> None:
+    seen: list[bool] = []
+
+    async def fn(payload: Any, ctx: Context) -> None:
+        seen.append(ctx.completed("first"))
+        await ctx.step("first", lambda: 1)
+        await ctx.step("second", lambda: 2)
+
+    harness = TaskHarness(fn)
+    assert harness.run(crash_after="first").status == "crashed"
+    assert harness.run().status == "succeeded"
+    assert seen == [False, True]
+
+
 def test_step_outputs_are_their_json_round_trip_and_names_unique() -> None:
     async def fn(payload: Any, ctx: Context) -> Any:
         first = await ctx.step("t", lambda: (1, 2))

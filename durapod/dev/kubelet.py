@@ -351,13 +351,6 @@ class Kubelet:
         )
         await self._terminate(c, grace, "Evicted")
 
-    async def oom_kill(self, namespace: str, name: str) -> None:
-        """Kill a pod as the kernel's OOM killer would."""
-        c = self._find(namespace, name)
-        c.killed_for = "OOMKilled"
-        _kill(c, signal.SIGKILL)
-        await c.done.wait()
-
     def _find(self, namespace: str, name: str) -> Container:
         for c in self.containers.values():
             if (c.namespace, c.name) == (namespace, name) and c.process.returncode is None:
