@@ -15,7 +15,7 @@ import builtins
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -160,8 +160,13 @@ def _result(response: httpx.Response) -> Any:
     return response.json()
 
 
-class Client:
-    """Synchronous client. Use as a context manager, or call ``close()``."""
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class _Base(Generic[HttpT]):
+    """What both clients hold: the HTTP client (of ``http_class``) and the calls."""
+
+    http_class: type[HttpT]
 
     def __init__(
         self,
@@ -171,8 +176,14 @@ class Client:
         timeout: float = 60.0,
     ) -> None:
         base, headers = _settings(url, token)
-        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout)
+        self._http: HttpT = self.http_class(base_url=base, headers=headers, timeout=timeout)
         self._calls = _Calls(namespace)
+
+
+class Client(_Base[httpx.Client]):
+    """Synchronous client. Use as a context manager, or call ``close()``."""
+
+    http_class = httpx.Client
 
     def _send(self, call: Call) -> Any:
         return _result(
@@ -228,19 +239,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Base[httpx.AsyncClient]):
     """Asynchronous client (``async with AsyncClient() as durapod: ...``)."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        namespace: str = "default",
-        timeout: float = 60.0,
-    ) -> None:
-        base, headers = _settings(url, token)
-        self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout)
-        self._calls = _Calls(namespace)
+    http_class = httpx.AsyncClient
 
     async def _send(self, call: Call) -> Any:
         return _result(

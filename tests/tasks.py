@@ -74,6 +74,7 @@ async def sleeper(payload: dict[str, Any], ctx: Context) -> str:
 
 
 async def double(payload: dict[str, Any], ctx: Context) -> int:
+    print(f"doubling {payload['n']}", flush=True)
     return int(payload["n"]) * 2
 
 

@@ -97,7 +97,7 @@ def test_cli_trigger_get_list_logs(dev: DevProcess, client: Client) -> None:
     listed = json.loads(_cli(dev, "runs", "list", "--tag", "cli", "-o", "json").stdout)
     assert [r["name"] for r in listed] == [name]
     logs = _cli(dev, "runs", "logs", name)
-    assert logs.returncode == 0
+    assert logs.returncode == 0 and "doubling 6" in logs.stdout
 
 
 def test_cli_errors_exit_non_zero_with_the_reason(dev: DevProcess) -> None:

@@ -79,7 +79,7 @@ async def batch_trigger(
 
 
 async def _run_or_404(
-    request: Request, namespace: Namespace, name: Name, wait: float = 0
+    request: Request, namespace: str, name: str, wait: float = 0
 ) -> dict[str, Any]:
     kube = request.app.state.kube
     run: dict[str, Any] | None = (
@@ -208,7 +208,7 @@ async def list_runs(
 @router.post("/runs/{name}/cancel", status_code=202, response_model=RunRef, responses=ERRORS)
 async def cancel_run(namespace: Namespace, name: Name, request: Request, _: Principal) -> RunRef:
     """Cancel a run: its pod is terminated gracefully and the run ends Cancelled."""
-    run = await request.app.state.kube.cancel(namespace, name)
+    run = await request.app.state.kube.cancel_taskrun(namespace, name)
     if run is None:
         raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
     return ref(run)
@@ -225,7 +225,7 @@ async def replay_run(
         for k, v in original["spec"].items()
         if k in ("task", "payload", "tags", "priority", "concurrencyKey", "ttl")
     }
-    created = await request.app.state.kube.create_taskrun(
+    created, _ = await request.app.state.kube.create_taskrun(
         namespace, new_name(spec["task"]), spec, labels={"durapod.io/replay-of": name}
     )
     run = ref(created)

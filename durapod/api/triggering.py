@@ -89,7 +89,7 @@ class Triggers:
             # The key's run: create it from the stored spec if its trigger died before.
             run = await self.kube.get_taskrun(namespace, claim.run_name)
             if run is None and claim.spec is not None:
-                run = await self.kube.create_taskrun(namespace, claim.run_name, claim.spec)
+                run, _ = await self.kube.create_taskrun(namespace, claim.run_name, claim.spec)
             if run is None:
                 raise Problem(
                     409,
@@ -97,7 +97,8 @@ class Triggers:
                     f"the idempotency key belongs to run {claim.run_name}, which no longer exists",
                 )
             return ref(run, duplicate=True)
-        return ref(await self.kube.create_taskrun(namespace, name, spec))
+        run, _ = await self.kube.create_taskrun(namespace, name, spec)
+        return ref(run)
 
     async def trigger(self, namespace: str, task: str, request: TriggerRequest) -> RunRef:
         self.check(await self.definition(namespace, task), task, request)

@@ -44,12 +44,21 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def verify_github(headers: Any, body: bytes, secret: bytes, _: float) -> Delivery:
-    given = headers.get("x-hub-signature-256", "")
+def _verify_sha256_header(
+    headers: Any, body: bytes, secret: bytes, signature: str, delivery: str, event: str
+) -> Delivery:
+    """``<signature>: sha256=<hex HMAC of the body>``, as GitHub and the generic form sign
+    (header names are case-insensitive)."""
+    given = headers.get(signature, "")
     if not given.startswith("sha256=") or not _same(given[7:], _hmac(secret, body)):
-        raise Problem(401, "Unauthorized", "missing or invalid X-Hub-Signature-256")
-    delivery = headers.get("x-github-delivery") or hashlib.sha256(body).hexdigest()
-    return Delivery(delivery, headers.get("x-github-event"))
+        raise Problem(401, "Unauthorized", f"missing or invalid {signature}")
+    return Delivery(headers.get(delivery) or hashlib.sha256(body).hexdigest(), headers.get(event))
+
+
+def verify_github(headers: Any, body: bytes, secret: bytes, _: float) -> Delivery:
+    return _verify_sha256_header(
+        headers, body, secret, "X-Hub-Signature-256", "X-GitHub-Delivery", "X-GitHub-Event"
+    )
 
 
 def verify_stripe(headers: Any, body: bytes, secret: bytes, tolerance: float) -> Delivery:
@@ -78,11 +87,9 @@ def verify_stripe(headers: Any, body: bytes, secret: bytes, tolerance: float) ->
 
 
 def verify_generic(headers: Any, body: bytes, secret: bytes, _: float) -> Delivery:
-    given = headers.get("x-durapod-signature", "")
-    if not given.startswith("sha256=") or not _same(given[7:], _hmac(secret, body)):
-        raise Problem(401, "Unauthorized", "missing or invalid X-Durapod-Signature")
-    delivery = headers.get("x-durapod-delivery") or hashlib.sha256(body).hexdigest()
-    return Delivery(delivery, headers.get("x-durapod-event"))
+    return _verify_sha256_header(
+        headers, body, secret, "X-Durapod-Signature", "X-Durapod-Delivery", "X-Durapod-Event"
+    )
 
 
 VERIFIERS = {"github": verify_github, "stripe": verify_stripe, "generic": verify_generic}

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
 
 from durapod import store
 from durapod.operator.background import spawn
@@ -30,7 +29,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = Settings.from_env()
     memo.pool = await store.open_pool(config.database_url)
-    kube = Kube(AsyncClient())
+    kube = Kube()
     memo.reconciler = Reconciler(config, memo.pool, kube)
     memo.scheduler = Scheduler(kube)
     memo.listener = spawn(

@@ -5,19 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
-from durapod.resources.models import API_VERSION, GROUP, VERSION
-
-TaskRunResource = create_namespaced_resource(GROUP, VERSION, "TaskRun", "taskruns")
-TaskScheduleResource = create_namespaced_resource(GROUP, VERSION, "TaskSchedule", "taskschedules")
-TaskDefinitionResource = create_namespaced_resource(
-    GROUP, VERSION, "TaskDefinition", "taskdefinitions"
+from durapod.kubeclient import (
+    Resources,
+    TaskRunResource,
+    TaskScheduleResource,
+    code,
 )
+
 COMPONENT = "durapod-operator"
 
 
@@ -33,29 +31,8 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _code(exc: ApiError) -> int:
-    return int(exc.status.code or 0)
-
-
-class Kube:
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
-
-    async def _get(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.get(resource, name, namespace=namespace)
-        except ApiError as exc:
-            if _code(exc) == 404:
-                return None
-            raise
-        result: dict[str, Any] = obj.to_dict()
-        return result
-
-    async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(TaskRunResource, namespace, name)
-
-    async def get_taskdefinition(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(TaskDefinitionResource, namespace, name)
+class Kube(Resources):
+    """The shared calls, plus status writes, pods, schedules and Events."""
 
     async def patch_run_status(self, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Merge ``status`` into the run's, guarded by the resourceVersion it was read at."""
@@ -70,7 +47,7 @@ class Kube:
                 patch_type=PatchType.MERGE,
             )
         except ApiError as exc:
-            if _code(exc) == 409:
+            if code(exc) == 409:
                 raise Conflict(meta["name"]) from exc
             raise
         result: dict[str, Any] = obj.to_dict()
@@ -86,50 +63,6 @@ class Kube:
             async for run in self.client.list(TaskRunResource, namespace=namespace, labels=selector)
         ]
 
-    async def create_taskrun(
-        self,
-        namespace: str,
-        name: str,
-        spec: dict[str, Any],
-        labels: dict[str, str],
-        owner: dict[str, Any],
-    ) -> bool:
-        """Create a TaskRun owned by ``owner``; False when it exists already."""
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "TaskRun",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": labels,
-                "ownerReferences": [
-                    {
-                        "apiVersion": API_VERSION,
-                        "kind": owner["kind"],
-                        "name": owner["metadata"]["name"],
-                        "uid": owner["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": spec,
-        }
-        try:
-            await self.client.create(TaskRunResource.from_dict(body))
-        except ApiError as exc:
-            if _code(exc) == 409:
-                return False
-            raise
-        return True
-
-    async def cancel_taskrun(self, namespace: str, name: str) -> None:
-        await self.client.patch(
-            TaskRunResource,
-            name,
-            {"spec": {"cancel": True}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-
     async def merge_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
@@ -144,7 +77,7 @@ class Kube:
                 patch_type=PatchType.MERGE,
             )
         except ApiError as exc:
-            if _code(exc) != 404:
+            if code(exc) != 404:
                 raise
 
     async def delete_taskrun(self, namespace: str, name: str) -> None:
@@ -158,7 +91,7 @@ class Kube:
         try:
             await self.client.delete(resource, name, namespace=namespace)
         except ApiError as exc:
-            if _code(exc) != 404:
+            if code(exc) != 404:
                 raise
 
     async def create_pod(self, manifest: dict[str, Any]) -> bool:
@@ -166,9 +99,9 @@ class Kube:
         try:
             await self.client.create(cast(Pod, Pod.from_dict(manifest)))
         except ApiError as exc:
-            if _code(exc) == 409:
+            if code(exc) == 409:
                 return False
-            if _code(exc) == 403 and "exceeded quota" in str(exc.status.message):
+            if code(exc) == 403 and "exceeded quota" in str(exc.status.message):
                 raise QuotaExceeded(str(exc.status.message)) from exc
             raise
         return True
@@ -177,7 +110,7 @@ class Kube:
         try:
             await self.client.get(Pod, name, namespace=namespace)
         except ApiError as exc:
-            if _code(exc) == 404:
+            if code(exc) == 404:
                 return False
             raise
         return True

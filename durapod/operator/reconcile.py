@@ -578,6 +578,11 @@ class Reconciler:
             return
         if pod["metadata"]["name"] != status.get("podName"):
             return  # an earlier pod of this run
+        deleted = event == "DELETED"
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and not deleted:
+            if (pod.get("status") or {}).get("phase") == "Running" and status["phase"] != "Running":
+                await self._running(run)
+            return  # still going: no need to read what its runner reported
         run_id = UUID(run["metadata"]["uid"])
         record = await pod_records.get(self.pool, run_id, status["pods"])
         reported = (
@@ -585,11 +590,8 @@ class Reconciler:
             if record
             else {}
         )
-        verdict = verdicts.judge(pod, event == "DELETED", reported)
-        if verdict is None:
-            if (pod.get("status") or {}).get("phase") == "Running" and status["phase"] != "Running":
-                await self._running(run)
-            return
+        verdict = verdicts.judge(pod, deleted, reported)
+        assert verdict is not None  # the pod has ended
         await pod_records.finished(self.pool, run_id, status["pods"], verdict.outcome.value)
         await self._after(run, verdict, reported)
 

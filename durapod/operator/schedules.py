@@ -137,7 +137,7 @@ class Scheduler:
             for run in active:
                 await self.kube.cancel_taskrun(meta["namespace"], run["metadata"]["name"])
         name = f"{meta['name'][:40]}-{int(tick.timestamp())}"
-        created = await self.kube.create_taskrun(
+        _, created = await self.kube.create_taskrun(
             meta["namespace"],
             name,
             {

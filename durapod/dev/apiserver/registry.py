@@ -35,10 +35,6 @@ class ResourceType:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def custom(self) -> bool:
         return self.schema is not None
 
