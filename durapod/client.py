@@ -140,6 +140,17 @@ class _Calls:
         return Call("POST", f"{self._base(namespace)}/runs/{name}/{action}")
 
 
+def _page(body: Any) -> dict[str, Any]:
+    """A page of runs: ``runs`` (summaries, newest first) and ``nextCursor``."""
+    page: dict[str, Any] = body
+    return page
+
+
+def _queues(body: Any) -> list[dict[str, Any]]:
+    """The queues of a ``/queues`` answer."""
+    return list(body["queues"])
+
+
 def _settings(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
     url = url or os.environ.get("DURAPOD_API_URL")
     if not url:
@@ -215,13 +226,11 @@ class Client(_Base[httpx.Client]):
 
     def list(self, *, namespace: str | None = None, **filters: Any) -> dict[str, Any]:
         """A page of runs; filters: task, phase, tag, since, until, limit, cursor."""
-        page: dict[str, Any] = self._send(self._calls.list(namespace, **filters))
-        return page
+        return _page(self._send(self._calls.list(namespace, **filters)))
 
     def queues(self, *, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
         """Each queue: limits, runs holding a slot, runs waiting."""
-        body: dict[str, Any] = self._send(self._calls.queues(namespace))
-        return list(body["queues"])
+        return _queues(self._send(self._calls.queues(namespace)))
 
     def cancel(self, name: str, *, namespace: str | None = None) -> Run:
         return Run.of(self._send(self._calls.act(name, "cancel", namespace)))
@@ -269,6 +278,14 @@ class AsyncClient(_Base[httpx.AsyncClient]):
             if run.finished:
                 return run
         raise WaitTimeout(408, f"run {name} did not finish within {timeout:g}s")
+
+    async def list(self, *, namespace: str | None = None, **filters: Any) -> dict[str, Any]:
+        """A page of runs; filters: task, phase, tag, since, until, limit, cursor."""
+        return _page(await self._send(self._calls.list(namespace, **filters)))
+
+    async def queues(self, *, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Each queue: limits, runs holding a slot, runs waiting."""
+        return _queues(await self._send(self._calls.queues(namespace)))
 
     async def cancel(self, name: str, *, namespace: str | None = None) -> Run:
         return Run.of(await self._send(self._calls.act(name, "cancel", namespace)))

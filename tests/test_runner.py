@@ -9,7 +9,9 @@ import pydantic
 import pytest
 
 import durapod
-from durapod import AbortRun, Context, Retry, RetryAfter, task
+from durapod import AbortRun, ChildRunFailedError, Context, Retry, RetryAfter, task
+from durapod.operator.verdicts import retry_delay
+from durapod.resources.models import RetryPolicy
 from durapod.runner.entrypoint import describe, invoke, load
 from durapod.testing import MemoryJournal, TaskHarness
 
@@ -195,6 +197,43 @@ def test_trigger_and_wait_returns_the_child_output_or_raises() -> None:
     failing.finish_child(name, error={"type": "ValueError", "message": "bad"})
     result = failing.run()
     assert type(result.error).__name__ == "ChildRunFailedError"
+
+
+def test_a_failed_child_run_is_reported_as_not_retryable() -> None:
+    async def parent(payload: Any, ctx: Context) -> Any:
+        return await ctx.trigger_and_wait("child-task", {"n": 1})
+
+    harness = TaskHarness(parent, name="parent-3")
+    child = harness.run().suspend["child"]  # type: ignore[index]
+    harness.finish_child(child, error={"type": "ValueError", "message": "bad", "retryable": True})
+    result = harness.run()
+    assert isinstance(result.error, ChildRunFailedError) and result.error.child == child
+    report = describe(result.error)
+    assert report["type"] == "ChildRunFailedError"
+    assert report["retryable"] is False  # a retry would only replay the same failure
+    assert f"child run {child} failed: ValueError: bad" in report["message"]
+    # ... so the operator fails the parent now instead of spending its attempts
+    assert retry_delay(RetryPolicy(max_attempts=5), 1, report) is None
+
+
+def test_a_task_can_opt_in_to_retrying_a_failed_child() -> None:
+    async def parent(payload: Any, ctx: Context) -> Any:
+        try:
+            return await ctx.trigger_and_wait("child-task", {}, key=f"child-{ctx.attempt}")
+        except ChildRunFailedError as exc:
+            raise RuntimeError(f"child failed: {exc}") from exc
+
+    harness = TaskHarness(parent, name="parent-4")
+    first = harness.run().suspend["child"]  # type: ignore[index]
+    harness.finish_child(first, error={"type": "ValueError", "message": "flaky"})
+    failed = harness.run()
+    report = describe(failed.error)  # type: ignore[arg-type]
+    assert report["type"] == "RuntimeError" and report["retryable"] is True
+    harness.attempt = 2  # the operator retries: the new attempt waits on a new child
+    second = harness.run().suspend["child"]  # type: ignore[index]
+    assert second != first and len(harness.journal.children) == 2
+    harness.finish_child(second, output="ok")
+    assert harness.run().output == "ok"
 
 
 def test_error_reports_carry_retry_semantics() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from durapod.durations import parse_duration
 from durapod.operator.verdicts import Outcome, judge, next_machine, retry_delay
 from durapod.resources.models import RetryPolicy
 
@@ -66,11 +67,51 @@ def test_backoff_grows_by_the_factor_up_to_the_maximum() -> None:
     assert delays == [timedelta(seconds=s) for s in (1, 2, 4, 5, 5)]
 
 
-def test_jitter_stays_between_half_and_all_of_the_delay() -> None:
-    policy = RetryPolicy(max_attempts=10, min_delay="4s", max_delay="1m", jitter=True)
+@pytest.mark.parametrize(
+    ("min_delay", "max_delay", "factor", "attempt", "low", "high"),
+    [
+        # (policy, attempt) -> the bounds every jittered delay must keep
+        ("1s", "5m", 2.0, 1, 1, 2),  # the reported case: 1s must never become 516ms
+        ("4s", "1m", 2.0, 1, 4, 8),
+        ("1s", "5m", 2.0, 4, 8, 16),
+        ("1s", "5s", 2.0, 3, 4, 5),  # jitter pushes past maxDelay: capped
+        ("1s", "5s", 2.0, 9, 5, 5),  # already at the cap: stays there
+        ("250ms", "250ms", 3.0, 2, 0.25, 0.25),  # minDelay == maxDelay leaves no room
+        ("100ms", "2s", 1.0, 7, 0.1, 0.2),  # factor 1: a constant delay, jittered up
+        ("1s", "1h", 10.0, 99, 3600, 3600),  # huge growth must not overflow
+    ],
+)
+def test_jitter_keeps_the_delay_within_min_and_max(
+    min_delay: str, max_delay: str, factor: float, attempt: int, low: float, high: float
+) -> None:
+    policy = RetryPolicy(
+        max_attempts=100, min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=True
+    )
+    delays = [retry_delay(policy, attempt, {}) for _ in range(500)]
+    assert all(d is not None for d in delays)
+    seconds = [d.total_seconds() for d in delays if d is not None]
+    assert min(seconds) >= low, f"below the floor: {min(seconds)}s < {low}s"
+    assert max(seconds) <= high, f"above the cap: {max(seconds)}s > {high}s"
+    assert seconds[0] >= parse_duration(min_delay).total_seconds()
+    assert max(seconds) <= parse_duration(max_delay).total_seconds()
+    if low < high:  # jitter actually spreads the delays out
+        assert len(set(seconds)) > 1
+
+
+def test_jitter_never_goes_below_min_delay_for_any_attempt() -> None:
+    policy = RetryPolicy(max_attempts=20, min_delay="1s", max_delay="30s", jitter=True)
+    for attempt in range(1, 20):
+        for _ in range(200):
+            delay = retry_delay(policy, attempt, {})
+            assert delay is not None
+            assert timedelta(seconds=1) <= delay <= timedelta(seconds=30), (attempt, delay)
+
+
+def test_retry_after_is_not_jittered() -> None:
+    policy = RetryPolicy(max_attempts=3, min_delay="1m", max_delay="5m", jitter=True)
     for _ in range(50):
-        delay = retry_delay(policy, 1, {})
-        assert delay is not None and timedelta(seconds=2) <= delay <= timedelta(seconds=4)
+        # the task's explicit retryAfter wins, even below minDelay
+        assert retry_delay(policy, 1, {"retryAfter": 0.5}) == timedelta(seconds=0.5)
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,14 @@ def _error(kind: str, message: str) -> Obj:
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, error: Obj | None) -> timedelta | None:
-    """The delay before attempt ``attempt + 1``, or None when the run must fail now."""
+    """The delay before attempt ``attempt + 1``, or None when the run must fail now.
+
+    The backoff is ``minDelay * factor ** (attempt - 1)``, capped at ``maxDelay``. Jitter
+    works as Trigger.dev's ``randomize``: it only lengthens a delay, by up to 2x, and the
+    result is capped at ``maxDelay`` again, so a delay always stays within
+    [minDelay, maxDelay] (were ``maxDelay`` below ``minDelay``, ``maxDelay`` wins).
+    A ``retryAfter`` from the task (``raise RetryAfter(...)``) overrides the policy, unjittered.
+    """
     error = error or {}
     if not error.get("retryable", True) or error.get("type") in policy.non_retryable_errors:
         return None
@@ -97,11 +104,15 @@ def retry_delay(policy: RetryPolicy, attempt: int, error: Obj | None) -> timedel
         return None
     if error.get("retryAfter") is not None:
         return timedelta(seconds=float(error["retryAfter"]))
-    low, high = parse_duration(policy.min_delay), parse_duration(policy.max_delay)
-    delay = min(high, low * policy.factor ** (attempt - 1))
+    low = parse_duration(policy.min_delay).total_seconds()
+    high = parse_duration(policy.max_delay).total_seconds()
+    try:  # in float seconds: a timedelta overflows long before a float does
+        seconds = min(high, low * policy.factor ** max(attempt - 1, 0))
+    except OverflowError:
+        seconds = high
     if policy.jitter:
-        delay *= random.uniform(0.5, 1.0)
-    return delay
+        seconds = min(high, seconds * random.uniform(1.0, 2.0))
+    return timedelta(seconds=seconds)
 
 
 def next_machine(current: str) -> str:

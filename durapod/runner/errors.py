@@ -44,8 +44,25 @@ class NotSerializableError(NonRetryableError):
     """A step's output (or the task's) is not JSON."""
 
 
-class ChildRunFailedError(Exception):
-    """A child run awaited with ``trigger_and_wait`` ended without success."""
+class ChildRunFailedError(NonRetryableError):
+    """A child run awaited with ``trigger_and_wait`` ended without success.
+
+    Not retryable by default: the child's outcome is checkpointed, so a new attempt of
+    the parent would replay the same failure and only spend the parent's attempts (the
+    child had its own retry policy). ``child`` names the child run, ``error`` is its
+    ``status.error``.
+
+    To retry anyway, catch it, wait on a fresh child and raise a retryable error
+    (``RetryAfter`` or any exception that is not an ``AbortRun`` or SDK error)::
+
+        try:
+            return await ctx.trigger_and_wait("resize", payload, key=f"resize-{ctx.attempt}")
+        except ChildRunFailedError as exc:
+            raise RuntimeError(f"resize failed: {exc}") from exc
+
+    The ``key`` naming the attempt makes the next attempt start a new child instead of
+    replaying this one's failure.
+    """
 
     def __init__(self, child: str, error: dict[str, Any]) -> None:
         self.child = child
