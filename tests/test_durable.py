@@ -261,7 +261,7 @@ def test_a_run_keeps_the_definition_it_was_admitted_with(dev: DevProcess, effect
     assert run["status"]["definition"]["entrypoint"] == "tests.tasks:steps"
 
 
-def test_deleting_a_running_taskrun_stops_its_pod_and_records_cancelled(dev: DevProcess) -> None:
+def test_deleting_a_running_taskrun_stops_its_pod_and_records_it_cancelled_and_removed(dev: DevProcess) -> None:
     dev.apply(definition("stuck", "tests.tasks:stuck"), taskrun("doomed-1", "stuck", {}))
     run = dev.wait_phase("doomed-1", "Running")
     pid = wait_for(
@@ -275,8 +275,10 @@ def test_deleting_a_running_taskrun_stops_its_pod_and_records_cancelled(dev: Dev
     def recorded() -> str | None:
         with psycopg.connect(dev.env()["DATABASE_URL"]) as conn:
             row = conn.execute(
-                "SELECT status FROM runs WHERE id = %s", (run["metadata"]["uid"],)
+                "SELECT phase, removed_at IS NOT NULL FROM runs WHERE id = %s",
+                (run["metadata"]["uid"],),
             ).fetchone()
-        return row[0] if row and row[0] == "Cancelled" else None
+        return row[0] if row and row == ("Cancelled", True) else None
 
+    # The record stays (removed: it no longer answers for the name) until it is purged.
     assert wait_for(recorded, 30, "the run record to say Cancelled") == "Cancelled"

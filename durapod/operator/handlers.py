@@ -1,8 +1,19 @@
-"""kopf registrations: every TaskRun and run-pod event goes to the reconciler."""
+"""kopf registrations and the operator's loops.
+
+kopf only watches: every TaskRun, run pod and TaskSchedule event adds a key to the work
+queue, which reconciles it (retrying failures with backoff). A periodic resync adds every
+unfinished run, every queue with waiting runs and every schedule, and marks records whose
+TaskRun vanished unseen, so nothing depends on an event arriving.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
+import random
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -15,7 +26,92 @@ from durapod.operator.pods import LABEL_RUN
 from durapod.operator.reconcile import Reconciler
 from durapod.operator.schedules import Scheduler
 from durapod.operator.settings import Settings
-from durapod.resources.models import GROUP, VERSION
+from durapod.operator.workqueue import WorkQueue
+from durapod.resources.models import GROUP, VERSION, Phase
+from durapod.store import queues, runs
+from durapod.timestamps import utcnow
+
+log = logging.getLogger("durapod.operator")
+Key = tuple[str, str, str]
+#: Records whose TaskRun is missing are removed only if older than this (a record may be
+#: written just before its TaskRun shows up in a list).
+SWEEP_MARGIN = timedelta(minutes=1)
+#: How long a removed record is kept before it is purged.
+PURGE_AFTER = timedelta(hours=1)
+
+
+class Operator:
+    def __init__(self, settings: Settings, pool: store.Pool, kube: Kube) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.kube = kube
+        self.ready = asyncio.Event()
+        self.queue: WorkQueue[Key] = WorkQueue(self._handle, workers=settings.workers)
+        self.reconciler = Reconciler(settings, pool, kube, self.queue.add, self.queue.add_after)
+        self.scheduler = Scheduler(kube)
+        #: A digest of each TaskRun as last seen, without what never needs a reconcile.
+        self._seen: dict[str, bytes] = {}
+
+    async def _handle(self, key: Key) -> None:
+        await self.ready.wait()  # migrated: the database answers
+        kind, namespace, name = key
+        if kind == "run":
+            await self.reconciler.reconcile(namespace, name)
+        elif kind == "queue":
+            await self.reconciler.refill(namespace, name)
+        elif (due := await self.scheduler.reconcile(namespace, name)) is not None:
+            self.queue.add_after(key, (due - utcnow()).total_seconds())
+
+    def taskrun_seen(self, event: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if event == "DELETED":
+            self._seen.pop(key, None)
+        else:
+            digest = _digest(body)
+            if self._seen.get(key) == digest:
+                return  # only lastCheckpoint (or nothing durapod reads) changed
+            self._seen[key] = digest
+        self.queue.add(("run", meta["namespace"], meta["name"]))
+
+    async def resync_forever(self) -> None:
+        await self.ready.wait()
+        while True:
+            try:
+                await self.resync()
+            except Exception as exc:
+                log.warning("resync failed (%s); the next one tries again", exc)
+            period = self.settings.resync_seconds
+            await asyncio.sleep(period * random.uniform(0.75, 1.25))
+
+    async def resync(self) -> None:
+        """Reconcile everything that is not finished, whatever events were missed."""
+        started = utcnow()
+        listed = await self.kube.list_all("taskruns")
+        for run in listed:
+            phase = (run.get("status") or {}).get("phase")
+            if not phase or not Phase(phase).finished:
+                self.queue.add(("run", run["metadata"]["namespace"], run["metadata"]["name"]))
+        live = [run["metadata"]["uid"] for run in listed]
+        for namespace, name in await runs.sweep(self.pool, live, started - SWEEP_MARGIN):
+            self.queue.add(("run", namespace, name))
+        for namespace, name in await runs.unfinished(self.pool):
+            self.queue.add(("run", namespace, name))
+        for namespace, name in await queues.waiting(self.pool):
+            self.queue.add(("queue", namespace, name))
+        for schedule in await self.kube.list_all("taskschedules"):
+            meta = schedule["metadata"]
+            self.queue.add(("schedule", meta["namespace"], meta["name"]))
+        await runs.purge_removed(self.pool, PURGE_AFTER)
+
+
+def _digest(body: dict[str, Any]) -> bytes:
+    meta = {
+        k: v for k, v in body["metadata"].items() if k not in ("resourceVersion", "managedFields")
+    }
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "lastCheckpoint"}
+    text = json.dumps([meta, body.get("spec"), status], sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 @kopf.on.startup()
@@ -28,37 +124,36 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = Settings.from_env()
+    # The operator starts whether or not PostgreSQL is up: it waits, then carries on.
     memo.pool = await store.open_pool(config.database_url)
-    kube = Kube()
-    memo.reconciler = Reconciler(config, memo.pool, kube)
-    memo.scheduler = Scheduler(kube)
-    memo.listener = spawn(
-        listen_for_checkpoints(config.database_url, memo.reconciler), "checkpoint listener"
-    )
+    operator = memo.operator = Operator(config, memo.pool, Kube())
+    operator.queue.start()
+    memo.tasks = [
+        spawn(store.migrate_when_up(config.database_url, operator.ready), "migrations"),
+        spawn(listen_for_checkpoints(config.database_url, operator.reconciler), "listener"),
+        spawn(operator.resync_forever(), "resync"),
+    ]
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    memo.listener.cancel()
+    for task in memo.tasks:
+        task.cancel()
+    await memo.operator.queue.stop()
     await memo.pool.close()
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns")
 async def taskrun_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        await memo.reconciler.run_deleted(dict(body))
-    else:
-        await memo.reconciler.run_changed(dict(body))
+    memo.operator.taskrun_seen(type or "ADDED", dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.pod_changed(type or "ADDED", dict(body))
+    memo.operator.reconciler.pod_seen(type or "ADDED", dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, "taskschedules")
-async def schedule_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        memo.scheduler.forget(dict(body))
-    else:
-        await memo.scheduler.changed(dict(body))
+async def schedule_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    meta = body["metadata"]
+    memo.operator.queue.add(("schedule", meta["namespace"], meta["name"]))

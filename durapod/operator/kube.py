@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import socket
 from typing import Any, cast
 
 from lightkube.core.exceptions import ApiError
@@ -15,8 +15,10 @@ from durapod.kubeclient import (
     TaskScheduleResource,
     code,
 )
+from durapod.timestamps import now_stamp
 
 COMPONENT = "durapod-operator"
+INSTANCE = socket.gethostname()
 
 
 class QuotaExceeded(Exception):
@@ -25,10 +27,6 @@ class QuotaExceeded(Exception):
 
 class Conflict(Exception):
     """The object changed since it was read: read it again and decide again."""
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kube(Resources):
@@ -106,21 +104,23 @@ class Kube(Resources):
             raise
         return True
 
-    async def pod_exists(self, namespace: str, name: str) -> bool:
-        try:
-            await self.client.get(Pod, name, namespace=namespace)
-        except ApiError as exc:
-            if code(exc) == 404:
-                return False
-            raise
-        return True
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(Pod, namespace, name)
+
+    async def list_all(self, plural: str) -> list[dict[str, Any]]:
+        """Every TaskRun or TaskSchedule in the cluster (paged by lightkube)."""
+        resource = {"taskruns": TaskRunResource, "taskschedules": TaskScheduleResource}[plural]
+        return [obj.to_dict() async for obj in self.client.list(resource, namespace="*")]
 
     async def event(
         self, run: dict[str, Any], reason: str, message: str, warning: bool = False
     ) -> None:
-        """Record a Kubernetes Event on the run, for ``kubectl describe``."""
+        """Record a Kubernetes Event on the run, for ``kubectl describe``.
+
+        ``eventTime`` has microseconds (and no second-precision ``lastTimestamp``), so the
+        Events of one run keep their order in ``kubectl describe``.
+        """
         meta = run["metadata"]
-        stamp = now()
         event = cast(
             Event,
             Event.from_dict(
@@ -138,13 +138,13 @@ class Kube(Resources):
                         "resourceVersion": meta["resourceVersion"],
                     },
                     "reason": reason,
+                    "action": reason,
                     "message": message[:1024],
                     "type": "Warning" if warning else "Normal",
                     "source": {"component": COMPONENT},
                     "reportingComponent": COMPONENT,
-                    "firstTimestamp": stamp,
-                    "lastTimestamp": stamp,
-                    "count": 1,
+                    "reportingInstance": INSTANCE,
+                    "eventTime": now_stamp(),
                 }
             ),
         )

@@ -8,7 +8,6 @@ while an earlier run of the schedule is unfinished; Replace cancels it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -16,18 +15,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from durapod.operator.background import spawn
-from durapod.operator.kube import Kube, now
+from durapod.operator.kube import Kube
 from durapod.resources.models import ConcurrencyPolicy, Phase
+from durapod.timestamps import parse_time
 
 log = logging.getLogger("durapod.operator.schedules")
 Obj = dict[str, Any]
 LABEL_SCHEDULE = "durapod.io/schedule"
 MAX_LOOKBACK = 1000  # ticks examined after downtime, whatever catchUp says
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _iso(when: datetime) -> str:
@@ -67,26 +62,26 @@ def problem(spec: Obj) -> str | None:
 
 
 class Scheduler:
+    """Fires a schedule's due ticks; its work queue key is handled again at the next tick
+    (and on every resync), so a failed tick is retried and no timer is ever lost."""
+
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._timers: dict[str, asyncio.Task[None]] = {}
 
-    async def changed(self, schedule: Obj) -> None:
+    async def reconcile(self, namespace: str, name: str) -> datetime | None:
+        """Fire what is due; when to look again (None: never, until the schedule changes)."""
+        schedule = await self.kube.get_taskschedule(namespace, name)
+        if schedule is None:
+            return None
         meta, spec = schedule["metadata"], schedule["spec"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        if (timer := self._timers.pop(key, None)) is not None:
-            timer.cancel()
         if (why := problem(spec)) is not None:
             await self.kube.merge_status(
-                "taskschedules",
-                meta["namespace"],
-                meta["name"],
-                {"error": why, "nextScheduleTime": None},
+                "taskschedules", namespace, name, {"error": why, "nextScheduleTime": None}
             )
-            return
+            return None
         status = schedule.get("status") or {}
         zone = spec.get("timezone") or "UTC"
-        last = _parse(status.get("lastScheduleTime") or meta["creationTimestamp"])
+        last = parse_time(status.get("lastScheduleTime") or meta["creationTimestamp"])
         current = datetime.now(UTC)
         due = [] if spec.get("suspend") else ticks_between(spec["cron"], zone, last, current)
         catch_up = max(int(spec.get("catchUp", 1)), 1)
@@ -99,21 +94,8 @@ class Scheduler:
         }
         if due:
             patch["lastScheduleTime"] = _iso(due[-1])
-        await self.kube.merge_status("taskschedules", meta["namespace"], meta["name"], patch)
-        if not spec.get("suspend"):
-            self._timers[key] = spawn(self._later(meta, upcoming), f"schedule {key}")
-
-    def forget(self, schedule: Obj) -> None:
-        meta = schedule["metadata"]
-        if (timer := self._timers.pop(f"{meta['namespace']}/{meta['name']}", None)) is not None:
-            timer.cancel()
-
-    async def _later(self, meta: Obj, when: datetime) -> None:
-        await asyncio.sleep(max((when - datetime.now(UTC)).total_seconds(), 0.0))
-        self._timers.pop(f"{meta['namespace']}/{meta['name']}", None)  # not to cancel itself
-        schedule = await self.kube.get_taskschedule(meta["namespace"], meta["name"])
-        if schedule is not None:
-            await self.changed(schedule)
+        await self.kube.merge_status("taskschedules", namespace, name, patch)
+        return None if spec.get("suspend") else upcoming
 
     async def _fire(self, schedule: Obj, tick: datetime) -> None:
         meta, spec = schedule["metadata"], schedule["spec"]
@@ -155,6 +137,4 @@ class Scheduler:
                 meta["name"],
                 {"lastRun": name, "lastScheduleTime": _iso(tick)},
             )
-            log.info(
-                "schedule %s: started %s for tick %s at %s", meta["name"], name, _iso(tick), now()
-            )
+            log.info("schedule %s: started %s for tick %s", meta["name"], name, _iso(tick))

@@ -16,6 +16,13 @@ class Settings:
     run_token_secret: str
     #: How long a TaskRun naming an unknown TaskDefinition waits for it before failing.
     unknown_task_grace_seconds: float = 10.0
+    #: How often (on average; jittered by a quarter) every unfinished run, queue and
+    #: schedule is reconciled again, whatever events were missed.
+    resync_seconds: float = 45.0
+    #: ``status.lastCheckpoint`` is written at most once per run per this many seconds.
+    checkpoint_status_interval: float = 1.0
+    #: Keys reconciled at once.
+    workers: int = 8
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -29,4 +36,7 @@ class Settings:
             os.environ["DURAPOD_API_URL"],
             os.environ["DURAPOD_RUN_TOKEN_SECRET"],
             float(os.environ.get("DURAPOD_UNKNOWN_TASK_GRACE_SECONDS", "10")),
+            float(os.environ.get("DURAPOD_RESYNC_SECONDS", "45")),
+            float(os.environ.get("DURAPOD_CHECKPOINT_STATUS_INTERVAL", "1")),
+            int(os.environ.get("DURAPOD_OPERATOR_WORKERS", "8")),
         )

@@ -1,30 +1,63 @@
-"""PostgreSQL: the schema (versioned migrations), a connection pool and typed queries."""
+"""PostgreSQL: the schema (versioned migrations), a connection pool and typed queries.
+
+Processes start whether or not the database is up: the pool opens without waiting and
+checks each connection it hands out, and ``migrate_when_up`` retries with backoff. While
+the database is away, queries raise ``psycopg.OperationalError`` (``UNAVAILABLE``) after
+at most the pool's ``timeout``: callers answer 503 or retry later, never hang.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from durapod.store.migrations import migrate
 
+log = logging.getLogger("durapod.store")
+
 #: A pool of autocommit connections whose rows are dicts.
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+#: What a query raises when the database cannot be reached (down, restarting, dropped).
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
-    """Migrate the database, then open a pool of autocommit connections to it."""
-    migrate(dsn)
+async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> Pool:
+    """A pool of autocommit connections to ``dsn``, open at once even if it is down."""
     pool: Pool = AsyncConnectionPool(
         dsn,
         connection_class=AsyncConnection[DictRow],
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        timeout=timeout,
+        # A connection that died with the server is found out before it is handed over.
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=60.0,
+        kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
     )
-    await pool.open(wait=True, timeout=30)
+    await pool.open(wait=False)
     return pool
 
 
-__all__ = ["Pool", "migrate", "open_pool"]
+async def migrate_when_up(dsn: str, ready: asyncio.Event, max_delay: float = 5.0) -> None:
+    """Migrate as soon as the database answers (backoff with jitter), then set ``ready``."""
+    delay = 0.1
+    while True:
+        try:
+            await asyncio.to_thread(migrate, dsn)
+        except UNAVAILABLE as exc:
+            log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+            delay = min(delay * 2, max_delay)
+            continue
+        ready.set()
+        return
+
+
+__all__ = ["UNAVAILABLE", "Pool", "migrate", "migrate_when_up", "open_pool"]

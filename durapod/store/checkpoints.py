@@ -1,13 +1,12 @@
 """Typed queries on checkpoints: the hot path of every step.
 
 One statement, one commit per write, idempotent: a retried write of the same step
-changes nothing. The same statement notifies the operator (``durapod_checkpoint``),
-which reflects the latest step in the TaskRun's ``status.lastCheckpoint``.
+changes nothing. The same statement notifies the operator (``durapod_checkpoint``,
+"<run id> <seq> <step>"), which shows the latest step in ``status.lastCheckpoint``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
 
@@ -18,8 +17,8 @@ STATE = "$state"
 
 _RECORD = (
     "WITH written AS (INSERT INTO checkpoints (run_id, step, seq, output, size) "
-    "VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING RETURNING run_id, step) "
-    f"SELECT pg_notify('{CHANNEL}', run_id::text || ' ' || step) FROM written"
+    "VALUES (%s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING RETURNING run_id, seq, step) "
+    f"SELECT pg_notify('{CHANNEL}', run_id::text || ' ' || seq || ' ' || step) FROM written"
 )
 _SAVE_STATE = (
     "INSERT INTO checkpoints (run_id, step, seq, output, size) "
@@ -39,18 +38,6 @@ async def save_state(pool: Pool, run_id: UUID, seq: int, state: bytes) -> None:
     """Store ``ctx.checkpoint()`` state; a stale (lower seq) write never wins."""
     async with pool.connection() as conn:
         await conn.execute(_SAVE_STATE, (run_id, seq, state.decode(), len(state)))
-
-
-async def record_next(pool: Pool, run_id: UUID, step: str, output: Any) -> None:
-    """Store a step on the run's behalf (the outcome of a child run it waits for)."""
-    data = json.dumps(output, separators=(",", ":"))
-    async with pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO checkpoints (run_id, step, seq, output, size) "
-            "SELECT %s, %s, coalesce(max(seq) + 1, 0), %s::jsonb, %s FROM checkpoints "
-            "WHERE run_id = %s ON CONFLICT DO NOTHING",
-            (run_id, step, data, len(data.encode()), run_id),
-        )
 
 
 async def for_run(pool: Pool, run_id: UUID) -> list[dict[str, Any]]:

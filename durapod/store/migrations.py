@@ -35,7 +35,7 @@ def available() -> list[Migration]:
 def migrate(dsn: str) -> list[int]:
     """Bring the database at ``dsn`` up to date; return the versions this call applied."""
     applied = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
             conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (

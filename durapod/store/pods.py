@@ -36,15 +36,6 @@ _COLUMNS = (
 )
 
 
-async def create(pool: Pool, run_id: UUID, idx: int, attempt: int, name: str, machine: str) -> None:
-    async with pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO pods (run_id, idx, attempt, name, machine) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (run_id, idx, attempt, name, machine),
-        )
-
-
 async def get(pool: Pool, run_id: UUID, idx: int) -> PodRecord | None:
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -66,25 +57,6 @@ async def in_cluster(pool: Pool, run_id: UUID, idx: int) -> None:
     async with pool.connection() as conn:
         await conn.execute(
             "UPDATE pods SET in_cluster = true WHERE run_id = %s AND idx = %s", (run_id, idx)
-        )
-
-
-async def started(pool: Pool, run_id: UUID, idx: int) -> None:
-    async with pool.connection() as conn:
-        await conn.execute(
-            "UPDATE pods SET started_at = coalesce(started_at, now()) "
-            "WHERE run_id = %s AND idx = %s",
-            (run_id, idx),
-        )
-
-
-async def finished(pool: Pool, run_id: UUID, idx: int, outcome: str) -> None:
-    """Record how the pod ended (the first verdict stands)."""
-    async with pool.connection() as conn:
-        await conn.execute(
-            "UPDATE pods SET outcome = coalesce(outcome, %s), "
-            "finished_at = coalesce(finished_at, now()) WHERE run_id = %s AND idx = %s",
-            (outcome, run_id, idx),
         )
 
 

@@ -24,7 +24,7 @@ WITH held AS (
                               ORDER BY r.priority DESC, r.queued_at, r.id) AS turn
     FROM runs r
     WHERE r.namespace = %(ns)s AND r.queue = %(queue)s AND r.queued_at IS NOT NULL
-      AND NOT r.holds_slot AND r.status = 'Queued'
+      AND NOT r.holds_slot AND r.phase = 'Queued' AND r.removed_at IS NULL
 ), eligible AS (
     -- A run's place: the slots its key would hold with it. Keys holding fewer go first.
     SELECT w.* FROM waiting w LEFT JOIN held h
@@ -47,34 +47,6 @@ class QueueState:
     key_limit: int | None
     running: int
     waiting: int
-
-
-async def enqueue(
-    pool: Pool,
-    run_id: UUID,
-    namespace: str,
-    queue: str,
-    limit: int | None,
-    key_limit: int | None,
-    concurrency_key: str | None,
-    priority: int,
-) -> None:
-    """Put a run in line for a slot (the queue's limits are the latest definition's)."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO queues (namespace, name, concurrency_limit, key_limit) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (namespace, name) DO UPDATE SET "
-            "concurrency_limit = excluded.concurrency_limit, key_limit = excluded.key_limit, "
-            "updated_at = now() WHERE (queues.concurrency_limit, queues.key_limit) "
-            "IS DISTINCT FROM (excluded.concurrency_limit, excluded.key_limit)",
-            (namespace, queue, limit, key_limit),
-        )
-        await conn.execute(
-            "UPDATE runs SET queue = %s, concurrency_key = %s, priority = %s, "
-            "queued_at = coalesce(queued_at, clock_timestamp()) "
-            "WHERE id = %s AND NOT holds_slot AND status = 'Queued'",
-            (queue, concurrency_key, priority, run_id),
-        )
 
 
 async def admit(pool: Pool, namespace: str, queue: str) -> list[tuple[UUID, str]]:
@@ -104,23 +76,14 @@ async def admit(pool: Pool, namespace: str, queue: str) -> list[tuple[UUID, str]
         return [(row["id"], row["name"]) for row in await cur.fetchall()]
 
 
-async def holds_slot(pool: Pool, run_id: UUID) -> bool:
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT holds_slot FROM runs WHERE id = %s", (run_id,))
-        row = await cur.fetchone()
-    return bool(row and row["holds_slot"])
-
-
-async def release(pool: Pool, run_id: UUID) -> tuple[str, str] | None:
-    """Give the run's slot back (and leave the line); the queue to refill, if any."""
+async def waiting(pool: Pool) -> list[tuple[str, str]]:
+    """(namespace, queue) of every queue with runs waiting for a slot, for the resync."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "UPDATE runs SET holds_slot = false, queued_at = NULL WHERE id = %s "
-            "AND (holds_slot OR queued_at IS NOT NULL) RETURNING namespace, queue",
-            (run_id,),
+            "SELECT DISTINCT namespace, queue FROM runs WHERE queued_at IS NOT NULL "
+            "AND NOT holds_slot"
         )
-        row = await cur.fetchone()
-    return (row["namespace"], row["queue"]) if row else None
+        return [(row["namespace"], row["queue"]) for row in await cur.fetchall()]
 
 
 async def states(pool: Pool, namespace: str) -> list[QueueState]:
