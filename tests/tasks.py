@@ -102,3 +102,47 @@ async def quick(payload: dict[str, Any], ctx: Context) -> int:
 
 def echo(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
+
+
+def _soak_step(dsn: str, run: str, step: str, key: str, pod: str, seconds: float) -> str:
+    """Record that the step runs (every execution), take a while, then its side effect,
+    made idempotent by the step's key: a retried step must not add a second one."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO soak_executions (run, step, pod) VALUES (%s, %s, %s)", (run, step, pod)
+        )
+        time.sleep(seconds)
+        conn.execute(
+            "INSERT INTO soak_effects (key, run, step) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO NOTHING",
+            (key, run, step),
+        )
+    return step
+
+
+async def soak(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The chaos soak's task: ``steps`` steps, each with an idempotent side effect; with
+    ``hog`` it holds that many MiB during its first attempt's middle step (an OOM kill)."""
+    import os
+
+    pod = os.environ.get("DURAPOD_POD_INDEX", "?")
+    done = []
+    for i in range(1, payload["steps"] + 1):
+        name = f"step-{i}"
+        if payload.get("hog") and ctx.attempt == 1 and i == (payload["steps"] + 1) // 2:
+            hog = b"x" * (payload["hog"] << 20)
+            await asyncio.sleep(5.0)  # the kubelet's memory watchdog kills the pod meanwhile
+            del hog
+        done.append(
+            await ctx.step(
+                name,
+                _soak_step,
+                payload["dsn"],
+                ctx.name,
+                name,
+                ctx.idempotency_key(name),
+                pod,
+                payload.get("seconds", 0.3),
+            )
+        )
+    return {"steps": done}
