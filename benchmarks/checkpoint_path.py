@@ -32,7 +32,7 @@ from durapod.auth import run_token
 from durapod.dev.postgres import PostgresServer, free_port
 from durapod.runner.api import RunApi
 from durapod.runner.context import Context
-from durapod.store import pods, runs
+from durapod.store import runs
 
 OUTPUT = {"blob": "x" * 1000}
 SECRET = "bench-secret"
@@ -59,16 +59,20 @@ def floor(dsn: str, n: int) -> list[float]:
 async def seed(dsn: str) -> uuid.UUID:
     pool = await store.open_pool(dsn)
     run_id = uuid.uuid4()
-    await runs.admit(
+    run = await runs.ensure(
         pool,
         run_id=run_id,
         namespace="bench",
-        name="bench-1",
+        name=f"bench-{run_id.hex[:8]}",
         task="bench",
         payload={},
-        definition={},
+        tags=[],
     )
-    await pods.create(pool, run_id, 1, 1, "bench-1-1", "small-1x")
+    change = runs.Change(
+        set={"definition": {}, "phase": "Running", "attempt": 1, "pods": 1},
+        new_pod=runs.NewPod(idx=1, attempt=1, name=f"{run.name}-1", machine="small-1x"),
+    )
+    assert await runs.transition(pool, run, change) is not None
     await pool.close()
     return run_id
 
@@ -104,10 +108,11 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
+                if httpx.get(f"{url}/readyz").status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         floor(dsn, 200)  # warm up both paths
         asyncio.run(steps(url, asyncio.run(seed(dsn)), 200))
         bare = percentiles(floor(dsn, n))

@@ -25,19 +25,29 @@ SECRET = "test-secret"
 @pytest.fixture
 def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
     async def seed() -> list[uuid.UUID]:
+        store.migrate(database)
         pool = await store.open_pool(database)
         ids = [uuid.uuid4(), uuid.uuid4()]
         for i, run_id in enumerate(ids):
-            await runs.admit(
+            run = await runs.ensure(
                 pool,
                 run_id=run_id,
                 namespace="team-a",
                 name=f"r{i}",
                 task="t",
                 payload={"n": i},
-                definition={"checkpointSizeLimit": 100},
+                tags=[],
             )
-            await pods.create(pool, run_id, 1, 1, f"r{i}-1", "small-1x")
+            change = runs.Change(
+                set={
+                    "definition": {"checkpointSizeLimit": 100},
+                    "phase": "Running",
+                    "attempt": 1,
+                    "pods": 1,
+                },
+                new_pod=runs.NewPod(idx=1, attempt=1, name=f"r{i}-1", machine="small-1x"),
+            )
+            assert await runs.transition(pool, run, change) is not None
         await pool.close()
         return ids
 
@@ -49,13 +59,13 @@ def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
+    def ready() -> bool:
         try:
-            return httpx.get(f"{url}/healthz").status_code == 200
+            return httpx.get(f"{url}/readyz").status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, 30, "the API")
+    wait_for(ready, 30, "the API to be ready")
     yield url, ids
     process.terminate()
     process.wait(10)

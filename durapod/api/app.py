@@ -1,8 +1,14 @@
 """The API application (FastAPI for the public endpoints and /openapi.json; the runner's
-hot-path endpoints are plain Starlette routes, outside the schema) and its lifespan."""
+hot-path endpoints are plain Starlette routes, outside the schema) and its lifespan.
+
+The process starts and serves ``/healthz`` whether PostgreSQL is up or not; ``/readyz``
+says whether the database answers. While it does not, every route that needs it answers
+503 with ``Retry-After`` (see ``durapod.api.database``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,21 +21,45 @@ from starlette.responses import JSONResponse, Response
 from durapod import __version__, store
 from durapod.api import runner_routes, runs_routes, webhooks
 from durapod.api.auth import Authenticator
+from durapod.api.database import Database, down
 from durapod.api.kube import Kube
 from durapod.api.problems import Problem
 from durapod.api.settings import Settings
 from durapod.api.triggering import Triggers
 
 RUNS = "/internal/v1/runs/{run_id}"
+#: How long /readyz waits for a pooled connection (probes time out after 1 s by default).
+READY_CHECK_SECONDS = 1.0
+log = logging.getLogger("durapod.api")
 
 
 async def healthz(_: Request) -> Response:
+    """Liveness: the process serves requests, whatever the database does."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the schema is migrated and the database answers a ``SELECT 1``."""
+    db: Database = request.app.state.db
+    if not db.ready.is_set():
+        return db.not_ready().response()  # no waiting: a probe wants the state as it is
+    try:
+        await db.ping(timeout=READY_CHECK_SECONDS)
+    except Problem as problem:
+        return problem.response()
+    return JSONResponse({"status": "ready"})
 
 
 async def _problem(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     return exc.response()
+
+
+async def _database_down(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "503 for %s %s: the database is unavailable: %s", request.method, request.url.path, exc
+    )
+    return down(exc).response()
 
 
 async def _invalid(_: Request, exc: Exception) -> Response:
@@ -48,13 +78,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.kube = Kube()
-        app.state.pool = await store.open_pool(settings.database_url)
+        app.state.db = db = await Database.open(settings.database_url, settings.database_timeout)
+        app.state.ready = db.ready
         app.state.authenticator = Authenticator(settings.api_tokens, app.state.kube)
-        app.state.triggers = Triggers(app.state.pool, app.state.kube)
+        app.state.triggers = Triggers(db, app.state.kube)
         try:
             yield
         finally:
-            await app.state.pool.close()
+            await db.close()
 
     app = FastAPI(
         title="durapod",
@@ -65,11 +96,13 @@ def create_app(settings: Settings) -> FastAPI:
             Problem: _problem,
             RequestValidationError: _invalid,
             HTTPException: _http,
+            **dict.fromkeys(store.UNAVAILABLE, _database_down),
         },
     )
     app.include_router(runs_routes.router)
     app.include_router(webhooks.router)
     app.add_route("/healthz", healthz, include_in_schema=False)
+    app.add_route("/readyz", readyz, include_in_schema=False)
     for path, endpoint, method in (
         ("/context", runner_routes.context, "GET"),
         ("/checkpoints", runner_routes.record_checkpoint, "POST"),

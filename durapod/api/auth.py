@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from durapod.api.kube import Kube
-from durapod.api.problems import Problem
+from durapod.api.problems import Problem, unavailable
 
 CACHE_SECONDS = 60.0
 _bearer = HTTPBearer(
@@ -34,9 +34,7 @@ class Authenticator:
         try:
             user = await self._kube.review_token(token)
         except Exception as exc:  # no API server to ask: the token cannot be checked
-            raise Problem(
-                503, "Service Unavailable", f"cannot review the bearer token: {exc}"
-            ) from exc
+            raise unavailable(f"cannot review the bearer token: {exc}") from exc
         if user is None:
             raise Problem(401, "Unauthorized", "the bearer token is not valid")
         self._reviewed[token] = (time.monotonic() + CACHE_SECONDS, user)

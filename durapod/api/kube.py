@@ -26,14 +26,14 @@ class Kube(Resources):
 
     async def create_child(
         self, namespace: str, name: str, task: str, payload: Any, parent: dict[str, str]
-    ) -> Obj:
-        run, _ = await self.create_taskrun(
+    ) -> tuple[Obj, bool]:
+        """The child run, or the one a retried call made: (run, created now)."""
+        return await self.create_taskrun(
             namespace,
             name,
             {"task": task, "payload": payload, "parent": parent},
             labels={"durapod.io/parent": parent["name"]},
         )
-        return run
 
     async def wait_finished(self, namespace: str, name: str, seconds: float) -> Obj | None:
         """The TaskRun once its phase is final, or as it is when ``seconds`` run out.

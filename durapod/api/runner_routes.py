@@ -1,7 +1,8 @@
 """The endpoints a task pod's runner calls, each with its per-run token.
 
 Kept lean (orjson, one statement per checkpoint, no read before a write): they sit on
-the hot path of every step. Writes are idempotent, so the runner may retry any call.
+the hot path of every step. Writes are idempotent, so the runner may retry any call; with
+the database down they answer 503 with ``Retry-After``, which the runner honours.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from durapod import store
+from durapod.api.database import Database
 from durapod.api.problems import Problem
+from durapod.api.triggering import create_record
 from durapod.auth import verify_run_token
 from durapod.resources.models import DEFAULT_CHECKPOINT_BYTES
 from durapod.store import checkpoints, pods, runs
@@ -21,6 +25,11 @@ from durapod.store import checkpoints, pods, runs
 #: No checkpoint may exceed the largest limit a TaskDefinition can set.
 HARD_CHECKPOINT_LIMIT = 16 * 1024 * 1024
 _NO_CONTENT = Response(status_code=204)
+
+
+async def _pool(request: Request) -> store.Pool:
+    db: Database = request.app.state.db
+    return await db.pool()
 
 
 def _authorised_run(request: Request) -> tuple[UUID, str]:
@@ -58,7 +67,7 @@ def _field(body: Any, name: str, kind: type) -> Any:
 async def context(request: Request) -> Response:
     """What a new pod starts from: payload, attempt, checkpoint limit, every checkpoint."""
     run_id, namespace = _authorised_run(request)
-    pool = request.app.state.pool
+    pool = await _pool(request)
     run = await runs.get(pool, run_id)
     if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
@@ -89,7 +98,7 @@ async def record_checkpoint(request: Request) -> Response:
     output = orjson.dumps(body["output"])
     if len(output) > HARD_CHECKPOINT_LIMIT:
         raise Problem(413, "Content Too Large", f"step {step!r} output is {len(output)} bytes")
-    await checkpoints.record(request.app.state.pool, run_id, step, seq, output)
+    await checkpoints.record(await _pool(request), run_id, step, seq, output)
     return _NO_CONTENT
 
 
@@ -100,7 +109,7 @@ async def save_state(request: Request) -> Response:
     seq = _field(body, "seq", int)
     if "state" not in body:
         raise Problem(400, "Bad Request", "missing 'state'")
-    await checkpoints.save_state(request.app.state.pool, run_id, seq, orjson.dumps(body["state"]))
+    await checkpoints.save_state(await _pool(request), run_id, seq, orjson.dumps(body["state"]))
     return _NO_CONTENT
 
 
@@ -109,14 +118,15 @@ async def trigger_child(request: Request) -> Response:
     run_id, namespace = _authorised_run(request)
     body = await _json_body(request, limit=1024 * 1024)
     task, name = _field(body, "task", str), _field(body, "name", str)
-    run = await runs.get(request.app.state.pool, run_id)
+    run = await runs.get(await _pool(request), run_id)  # the database before the cluster
     if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
-    child = await request.app.state.kube.create_child(
+    child, now = await request.app.state.kube.create_child(
         namespace, name, task, body.get("payload") or {}, {"name": run.name, "uid": str(run.id)}
     )
     if (child["spec"].get("parent") or {}).get("uid") != str(run.id):
         raise Problem(409, "Conflict", f"a TaskRun {name!r} exists and is not this run's child")
+    await create_record(request.app.state.db, child, now)
     return Response(
         orjson.dumps({"name": child["metadata"]["name"]}), media_type="application/json"
     )
@@ -136,6 +146,6 @@ async def outcome(request: Request) -> Response:
         raise Problem(400, "Bad Request", "error must carry type and message")
     if kind == "suspend" and not (isinstance(value, dict) and value.keys() & {"until", "child"}):
         raise Problem(400, "Bad Request", "suspend must carry until or child")
-    if not await pods.report(request.app.state.pool, run_id, pod, kind, value):
+    if not await pods.report(await _pool(request), run_id, pod, kind, value):
         raise Problem(409, "Conflict", f"pod {pod} of run {run_id} is unknown or has ended")
     return _NO_CONTENT

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from durapod.api.auth import Principal
+from durapod.api.database import Database
 from durapod.api.models import (
     Attempt,
     BatchRequest,
@@ -24,7 +25,7 @@ from durapod.api.models import (
     TriggerRequest,
 )
 from durapod.api.problems import Problem, documented
-from durapod.api.triggering import Triggers, new_name, ref
+from durapod.api.triggering import Triggers, create_record, new_name, ref
 from durapod.resources.models import DNS_LABEL, DNS_SUBDOMAIN, Phase
 from durapod.store import checkpoints, pods, queues, runs
 
@@ -33,7 +34,7 @@ router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["runs"])
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 Name = Annotated[str, Path(pattern=DNS_SUBDOMAIN, max_length=253)]
 Task = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
-ERRORS = documented(400, 401, 404, 413, 422)
+ERRORS = documented(400, 401, 404, 413, 422, 503)
 
 
 def _triggers(request: Request) -> Triggers:
@@ -78,17 +79,20 @@ async def batch_trigger(
     return BatchResponse(runs=await _triggers(request).batch(namespace, items))
 
 
-async def _run_or_404(
-    request: Request, namespace: str, name: str, wait: float = 0
-) -> dict[str, Any]:
-    kube = request.app.state.kube
-    run: dict[str, Any] | None = (
-        await kube.wait_finished(namespace, name, wait)
-        if wait > 0
-        else await kube.get_taskrun(namespace, name)
-    )
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _not_found(namespace: str, name: str) -> Problem:
+    return Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
+
+
+async def _record_or_404(request: Request, namespace: str, name: str) -> runs.Run:
+    """The run's record: the one read path (GET and list agree, a deleted run is gone)."""
+    run = await runs.by_name(await _db(request).pool(), namespace, name)
     if run is None:
-        raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
+        raise _not_found(namespace, name)
     return run
 
 
@@ -108,41 +112,47 @@ async def get_run(
     ] = 0,
 ) -> RunDetail:
     """A run: status, output or error, its attempts (one per pod) and its checkpoints."""
-    run = await _run_or_404(request, namespace, name, wait)
-    status = run.get("status") or {}
-    detail = RunDetail(
-        **ref(run).model_dump(),
-        payload=run["spec"].get("payload") or {},
-        tags=run["spec"].get("tags") or [],
-        attempt=status.get("attempt", 0),
-        resumes=status.get("resumes", 0),
-        output=status.get("output"),
-        error=status.get("error"),
-        created_at=run["metadata"].get("creationTimestamp"),
-        started_at=status.get("startedAt"),
-        finished_at=status.get("finishedAt"),
-        duplicate_of=status.get("duplicateOf"),
+    run = await _record_or_404(request, namespace, name)
+    if wait > 0 and not Phase(run.phase).finished:
+        # The TaskRun's status is written after the record's commit: once the watch sees
+        # a final phase, the record has it. No database connection is held meanwhile.
+        await request.app.state.kube.wait_finished(namespace, name, wait)
+        run = await _record_or_404(request, namespace, name)
+    pool = await _db(request).pool()
+    return RunDetail(
+        id=str(run.id),
+        name=run.name,
+        namespace=run.namespace,
+        task=run.task,
+        phase=run.phase,
+        payload=run.payload,
+        tags=run.tags,
+        attempt=run.attempt,
+        resumes=run.resumes,
+        output=run.output,
+        error=run.error,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duplicate_of=run.duplicate_of,
+        attempts=[
+            Attempt(
+                pod=p.name,
+                attempt=p.attempt,
+                machine=p.machine,
+                created_at=p.created_at,
+                started_at=p.started_at,
+                finished_at=p.finished_at,
+                outcome=p.outcome,
+                error=p.error,
+            )
+            for p in await pods.for_run(pool, run.id)
+        ],
+        checkpoints=[
+            CheckpointInfo(step=c["step"], seq=c["seq"], created_at=c["created_at"])
+            for c in await checkpoints.for_run(pool, run.id)
+        ],
     )
-    pool = request.app.state.pool
-    run_id = UUID(run["metadata"]["uid"])
-    detail.attempts = [
-        Attempt(
-            pod=p.name,
-            attempt=p.attempt,
-            machine=p.machine,
-            created_at=p.created_at,
-            started_at=p.started_at,
-            finished_at=p.finished_at,
-            outcome=p.outcome,
-            error=p.error,
-        )
-        for p in await pods.for_run(pool, run_id)
-    ]
-    detail.checkpoints = [
-        CheckpointInfo(step=c["step"], seq=c["seq"], created_at=c["created_at"])
-        for c in await checkpoints.for_run(pool, run_id)
-    ]
-    return detail
 
 
 def _cursor(run: runs.Run) -> str:
@@ -174,10 +184,10 @@ async def list_runs(
 ) -> RunPage:
     """Runs newest first, filtered by task, phase, tag and creation time; paged by cursor."""
     found = await runs.page(
-        request.app.state.pool,
+        await _db(request).pool(),
         namespace,
         task=task,
-        status=phase.value if phase else None,
+        phase=phase.value if phase else None,
         tag=tag,
         since=since,
         until=until,
@@ -193,7 +203,7 @@ async def list_runs(
                 name=r.name,
                 namespace=r.namespace,
                 task=r.task,
-                phase=r.status,
+                phase=r.phase,
                 attempt=r.attempt,
                 tags=r.tags,
                 created_at=r.created_at,
@@ -208,9 +218,11 @@ async def list_runs(
 @router.post("/runs/{name}/cancel", status_code=202, response_model=RunRef, responses=ERRORS)
 async def cancel_run(namespace: Namespace, name: Name, request: Request, _: Principal) -> RunRef:
     """Cancel a run: its pod is terminated gracefully and the run ends Cancelled."""
+    # A run GET does not find is not cancelled either; the cancel itself goes to the TaskRun.
+    await _record_or_404(request, namespace, name)
     run = await request.app.state.kube.cancel_taskrun(namespace, name)
     if run is None:
-        raise Problem(404, "Not Found", f'run "{name}" not found in namespace "{namespace}"')
+        raise _not_found(namespace, name)
     return ref(run)
 
 
@@ -219,16 +231,21 @@ async def replay_run(
     namespace: Namespace, name: Name, request: Request, response: Response, _: Principal
 ) -> RunRef:
     """A new run of the same task with the same payload and tags, linked to the original."""
-    original = await _run_or_404(request, namespace, name)
+    # The record first: a run GET does not find is not replayed, and with the database
+    # down the replay is a 503 that creates nothing. The spec comes from the TaskRun.
+    await _record_or_404(request, namespace, name)
+    original = await request.app.state.kube.get_taskrun(namespace, name)
+    if original is None:
+        raise _not_found(namespace, name)
     spec = {
         k: v
         for k, v in original["spec"].items()
         if k in ("task", "payload", "tags", "priority", "concurrencyKey", "ttl")
     }
-    created, _ = await request.app.state.kube.create_taskrun(
+    created, now = await request.app.state.kube.create_taskrun(
         namespace, new_name(spec["task"]), spec, labels={"durapod.io/replay-of": name}
     )
-    run = ref(created)
+    run = ref(created, record=await create_record(_db(request), created, now))
     _location(response, run)
     return run
 
@@ -245,6 +262,6 @@ async def list_queues(namespace: Namespace, request: Request, _: Principal) -> Q
                 running=q.running,
                 waiting=q.waiting,
             )
-            for q in await queues.states(request.app.state.pool, namespace)
+            for q in await queues.states(await _db(request).pool(), namespace)
         ]
     )

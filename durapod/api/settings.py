@@ -14,6 +14,8 @@ class Settings:
     run_token_secret: str
     #: Static bearer tokens (from a Secret); others are checked by TokenReview.
     api_tokens: list[str]
+    #: Seconds a request waits for the database before it is answered 503.
+    database_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -21,8 +23,19 @@ class Settings:
         if missing:
             raise SystemExit(f"durapod api: missing environment variable(s): {', '.join(missing)}")
         tokens = [t.strip() for t in os.environ.get("DURAPOD_API_TOKENS", "").split(",")]
+        raw_timeout = os.environ.get("DURAPOD_DATABASE_TIMEOUT", "5")
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            timeout = -1.0
+        if not timeout > 0:
+            raise SystemExit(
+                f"durapod api: DURAPOD_DATABASE_TIMEOUT must be a positive number of seconds, "
+                f"not {raw_timeout!r}"
+            )
         return cls(
             os.environ["DATABASE_URL"],
             os.environ["DURAPOD_RUN_TOKEN_SECRET"],
             [t for t in tokens if t],
+            timeout,
         )

@@ -1,23 +1,35 @@
-"""Turning trigger requests into TaskRuns, with idempotency keys and payload checks."""
+"""Turning trigger requests into TaskRuns, with idempotency keys and payload checks.
+
+The database is touched before anything is created (the key's claim, or a ``SELECT 1``
+without a key): with PostgreSQL down a trigger is a 503 that creates nothing, and a client
+retrying with its idempotency key after recovery gets exactly one run. Once the TaskRun
+exists, its record is created before the 202, so GET and list find the run at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import string
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import jsonschema
 
+from durapod import store
+from durapod.api.database import Database
 from durapod.api.models import RunRef, TriggerRequest
 from durapod.api.problems import Problem
 from durapod.durations import parse_duration
 from durapod.resources.models import DEFAULT_KEY_TTL, MAX_PAYLOAD_BYTES
-from durapod.store import idempotency
+from durapod.store import idempotency, runs
 
 _ALPHABET = string.ascii_lowercase + string.digits
 Obj = dict[str, Any]
+log = logging.getLogger("durapod.api")
 
 
 def new_name(task: str) -> str:
@@ -25,21 +37,61 @@ def new_name(task: str) -> str:
     return f"{task[:50]}-{''.join(secrets.choice(_ALPHABET) for _ in range(10))}"
 
 
-def ref(run: Obj, duplicate: bool = False) -> RunRef:
+def ref(run: Obj, duplicate: bool = False, record: runs.Run | None = None) -> RunRef:
+    """How a trigger answers for a TaskRun (its phase from its record, when there is one)."""
     meta = run["metadata"]
     return RunRef(
         id=meta.get("uid"),
         name=meta["name"],
         namespace=meta["namespace"],
         task=run["spec"]["task"],
-        phase=(run.get("status") or {}).get("phase"),
+        phase=record.phase if record is not None else (run.get("status") or {}).get("phase"),
         duplicate=duplicate,
     )
 
 
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+async def create_record(db: Database, run: Obj, created_now: bool) -> runs.Run | None:
+    """Create the record of a TaskRun just made, so it is listed before the 202.
+
+    The record's ``created_at`` is the TaskRun's creationTimestamp, except for a TaskRun
+    this call has just created: that timestamp has whole seconds only (runs triggered
+    within one second would list in random order), so the database's clock stamps it.
+
+    Callers checked the database first. None if it went away since: the run still exists
+    (its TaskRun does) and the operator creates the record when it sees the TaskRun, so
+    the trigger still answers 202 (a 503 would make a client without a key trigger twice).
+    """
+    meta, spec = run["metadata"], run["spec"]
+    try:
+        return await runs.ensure(
+            await db.pool(),
+            run_id=UUID(meta["uid"]),
+            namespace=meta["namespace"],
+            name=meta["name"],
+            task=spec["task"],
+            payload=spec.get("payload") or {},
+            tags=spec.get("tags") or [],
+            created_at=None if created_now else _timestamp(meta.get("creationTimestamp")),
+        )
+    except store.UNAVAILABLE as exc:
+        log.warning(
+            "run %s/%s created, its record is left to the operator: %s",
+            meta["namespace"],
+            meta["name"],
+            exc,
+        )
+        return None
+
+
 class Triggers:
-    def __init__(self, pool: Any, kube: Any) -> None:
-        self.pool = pool
+    def __init__(self, db: Database, kube: Any) -> None:
+        self.db = db
         self.kube = kube
 
     async def definition(self, namespace: str, task: str) -> Obj:
@@ -89,7 +141,8 @@ class Triggers:
             # The key's run: create it from the stored spec if its trigger died before.
             run = await self.kube.get_taskrun(namespace, claim.run_name)
             if run is None and claim.spec is not None:
-                run, _ = await self.kube.create_taskrun(namespace, claim.run_name, claim.spec)
+                run, now = await self.kube.create_taskrun(namespace, claim.run_name, claim.spec)
+                return ref(run, True, await create_record(self.db, run, now))
             if run is None:
                 raise Problem(
                     409,
@@ -97,14 +150,19 @@ class Triggers:
                     f"the idempotency key belongs to run {claim.run_name}, which no longer exists",
                 )
             return ref(run, duplicate=True)
-        run, _ = await self.kube.create_taskrun(namespace, name, spec)
-        return ref(run)
+        run, now = await self.kube.create_taskrun(namespace, name, spec)
+        return ref(run, record=await create_record(self.db, run, now))
 
     async def trigger(self, namespace: str, task: str, request: TriggerRequest) -> RunRef:
         self.check(await self.definition(namespace, task), task, request)
         name = new_name(task)
         key = self._key_request(namespace, task, request, name)
-        claim = await idempotency.claim(self.pool, key) if key else None
+        # The database before the cluster: with it down, a 503 and no TaskRun.
+        if key is not None:
+            claim: idempotency.Claim | None = await idempotency.claim(await self.db.pool(), key)
+        else:
+            claim = None
+            await self.db.ping()
         return await self._materialise(namespace, name, request.spec(task), claim)
 
     async def batch(self, namespace: str, items: list[tuple[str, TriggerRequest]]) -> list[RunRef]:
@@ -121,7 +179,11 @@ class Triggers:
             for (task, request), name in zip(items, names, strict=True)
         ]
         wanted = [k for k in keys if k is not None]
-        claimed = iter(await idempotency.claim_many(self.pool, wanted) if wanted else [])
+        if wanted:  # the database before the cluster, as for one trigger
+            claimed = iter(await idempotency.claim_many(await self.db.pool(), wanted))
+        else:
+            claimed = iter([])
+            await self.db.ping()
         claims = [next(claimed) if k is not None else None for k in keys]
         limit = asyncio.Semaphore(20)
 

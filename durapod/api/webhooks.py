@@ -99,7 +99,7 @@ VERIFIERS = {"github": verify_github, "stripe": verify_stripe, "generic": verify
     "/webhooks/{namespace}/{task}",
     status_code=202,
     response_model=RunRef,
-    responses=documented(400, 401, 404, 422),
+    responses=documented(400, 401, 404, 422, 503),
 )
 async def receive(
     namespace: Annotated[str, Path(pattern=DNS_LABEL, max_length=63)],

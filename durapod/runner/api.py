@@ -2,17 +2,28 @@
 
 No httpx here: importing it costs ~80 ms of every pod's start, and a lean client keeps
 each checkpoint to one round trip.
+
+Transient failures (connection errors, 5xx) are retried for long enough to ride out a
+PostgreSQL restart or an API rollout: backoff from 50 ms to at most ``MAX_DELAY``, or the
+server's ``Retry-After`` on a 503, until ``RETRY_BUDGET`` seconds have passed since the
+first failure. Every call is idempotent on the server, so a retry never writes twice.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)
+FIRST_DELAY = 0.05
+MAX_DELAY = 4.0
+#: Seconds from a call's first failure after which it gives up and raises.
+RETRY_BUDGET = 120.0
+#: The longest ``Retry-After`` honoured (a longer one is capped, not obeyed).
+MAX_RETRY_AFTER = 30.0
 
 
 class ApiError(Exception):
@@ -39,32 +50,42 @@ class RunApi:
             self._conn = cls(self._host, self._port, timeout=30)
         return self._conn
 
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def call(self, method: str, path: str, body: bytes | None = None) -> Any:
         """One request; transient failures (connection errors, 5xx) are retried with backoff.
 
         Every write is idempotent on the server, so a retried call cannot write twice.
         """
-        for delay in (*RETRY_DELAYS, None):
+        delay, deadline = FIRST_DELAY, 0.0
+        while True:
             try:
                 conn = self._connection()
                 conn.request(method, self._prefix + path, body, self._headers)
                 response = conn.getresponse()
                 data = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
-                if delay is None:
-                    raise
-                time.sleep(delay)
-                continue
-            if response.status >= 500 and delay is not None:
-                time.sleep(delay)
-                continue
-            if response.status >= 400:
-                raise ApiError(response.status, data.decode(errors="replace"))
-            return json.loads(data) if data else None
-        raise AssertionError("unreachable")
+                failure: Exception = exc
+                wait = delay
+            else:
+                if response.status < 400:
+                    return json.loads(data) if data else None
+                failure = ApiError(response.status, data.decode(errors="replace"))
+                if response.status < 500:
+                    raise failure
+                wait = _retry_after(response.getheader("Retry-After"), delay)
+            now = time.monotonic()
+            deadline = deadline or now + RETRY_BUDGET
+            if now + wait > deadline:
+                raise failure
+            time.sleep(wait * random.uniform(1.0, 1.2))  # jittered: pods do not retry in step
+            delay = min(delay * 2, MAX_DELAY)
 
     def context(self) -> dict[str, Any]:
         """The run's payload, attempt, checkpoint limit and every checkpoint so far."""
@@ -87,3 +108,13 @@ class RunApi:
         """The pod's outcome: ``output``, ``error`` or ``suspend``."""
         body = json.dumps({"pod": self._pod, **outcome}, separators=(",", ":")).encode()
         self.call("POST", "/outcome", body)
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    """The seconds a ``Retry-After`` header asks for (a number; a date is ignored)."""
+    if header:
+        try:
+            return min(max(float(header), 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    return default
