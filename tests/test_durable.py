@@ -261,7 +261,9 @@ def test_a_run_keeps_the_definition_it_was_admitted_with(dev: DevProcess, effect
     assert run["status"]["definition"]["entrypoint"] == "tests.tasks:steps"
 
 
-def test_deleting_a_running_taskrun_stops_its_pod_and_records_it_cancelled_and_removed(dev: DevProcess) -> None:
+def test_deleting_a_running_taskrun_stops_its_pod_and_records_it_cancelled_and_removed(
+    dev: DevProcess,
+) -> None:
     dev.apply(definition("stuck", "tests.tasks:stuck"), taskrun("doomed-1", "stuck", {}))
     run = dev.wait_phase("doomed-1", "Running")
     pid = wait_for(

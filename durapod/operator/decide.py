@@ -241,7 +241,9 @@ def _not_before(o: Observed) -> datetime | None:
     if o.spec.not_before:
         return parse_time(o.spec.not_before)
     if o.spec.delay:
-        return o.created + parse_duration(o.spec.delay)
+        # From the record (sub-second; when the run was first recorded): a whole-second
+        # creationTimestamp would start a run up to a second early.
+        return o.record.created_at + parse_duration(o.spec.delay)
     return None
 
 

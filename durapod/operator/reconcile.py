@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -103,7 +103,6 @@ class Reconciler:
                 task=spec.task,
                 payload=spec.payload,
                 tags=spec.tags,
-                created_at=parse_time(meta["creationTimestamp"]),
             )
         if record.removed_at is not None:
             return None, run
@@ -111,7 +110,7 @@ class Reconciler:
         found: Obj = {}
         phase = Phase(record.phase)
         if phase == Phase.PENDING:
-            found.update(await self._definition(run, spec, now))
+            found.update(await self._definition(run, spec, record, now))
         if record.pods:
             found["pod_records"] = tuple(await pod_records.for_run(self.pool, run_id))
             pod_name = pods.pod_name(name, record.pods)
@@ -136,7 +135,9 @@ class Reconciler:
         )
         return observed, run
 
-    async def _definition(self, run: Obj, spec: TaskRunSpec, now: Any) -> Obj:
+    async def _definition(
+        self, run: Obj, spec: TaskRunSpec, record: runs.Run, now: datetime
+    ) -> Obj:
         """A Pending run's TaskDefinition and, once it may start, its idempotency key."""
         meta = run["metadata"]
         td = await self.kube.get_taskdefinition(meta["namespace"], spec.task)
@@ -148,7 +149,7 @@ class Reconciler:
             return {"definition": str(exc)}
         found: Obj = {"definition": definition}
         delayed = (spec.not_before and parse_time(spec.not_before) > now) or (
-            spec.delay and parse_time(meta["creationTimestamp"]) + parse_duration(spec.delay) > now
+            spec.delay and record.created_at + parse_duration(spec.delay) > now
         )
         if spec.idempotency_key and not delayed:
             # Idempotent: a retried claim by the same run finds itself the holder.
