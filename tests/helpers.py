@@ -235,3 +235,16 @@ def running_dev(prefix: str, *args: str, env: dict[str, str] | None = None) -> I
     finally:
         assert process.stop() == 0
         shutil.rmtree(home, ignore_errors=True)
+
+
+def operator_pid(dev: DevProcess) -> int | None:
+    """The pid of the operator process ``durapod dev`` runs (None while it restarts)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+            parent = int(Path(cmdline.parent, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == dev.process.pid and b"durapod.operator" in args:
+            return int(cmdline.parent.name)
+    return None

@@ -11,13 +11,12 @@ import os
 import random
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.helpers import DevProcess, definition, running_dev, taskrun, wait_for
+from tests.helpers import DevProcess, definition, operator_pid, running_dev, taskrun, wait_for
 
 RUNS = 50
 
@@ -26,18 +25,6 @@ RUNS = 50
 def dev() -> Iterator[DevProcess]:
     with running_dev("durapod-restarts-") as process:
         yield process
-
-
-def _operator_pid(dev: DevProcess) -> int | None:
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-            parent = int(Path(cmdline.parent, "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == dev.process.pid and b"durapod.operator" in args:
-            return int(cmdline.parent.name)
-    return None
 
 
 def _runs(dev: DevProcess) -> list[dict[str, Any]]:
@@ -69,7 +56,7 @@ def test_killing_the_operator_between_its_writes_loses_nothing(dev: DevProcess) 
     )
     kills = 0
     while not _all_succeeded(dev) and kills < 12:
-        pid = wait_for(lambda: _operator_pid(dev), 60, "the operator to be running")
+        pid = wait_for(lambda: operator_pid(dev), 60, "the operator to be running")
         start = _progress(dsn)
         step = rng.randint(3, 25)  # the kill lands after this many more transitions
         wait_for(
@@ -81,7 +68,7 @@ def test_killing_the_operator_between_its_writes_loses_nothing(dev: DevProcess) 
             break
         os.kill(pid, signal.SIGKILL)
         kills += 1
-        wait_for(lambda p=pid: _operator_pid(dev) not in (None, p), 60, "a new operator")
+        wait_for(lambda p=pid: operator_pid(dev) not in (None, p), 60, "a new operator")
     wait_for(lambda: _all_succeeded(dev), 300, "every run to succeed")
     assert kills >= 3
     with psycopg.connect(dsn) as conn:

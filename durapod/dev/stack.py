@@ -119,7 +119,7 @@ class Stack:
             )
         for replica, url in enumerate(self.api_urls, 1):
             await self._wait_healthy(
-                f"{url}/healthz", "api" if self.apis == 1 else f"api-{replica}"
+                f"{url}/readyz", "api" if self.apis == 1 else f"api-{replica}"
             )
         for name, url in health.items():
             await self._wait_healthy(url, name)
