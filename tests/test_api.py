@@ -286,3 +286,20 @@ def test_get_and_list_agree_with_kubectl_after_deletes_reapplies_and_ttl(
     )
     assert expiring["name"] not in _names(api)
     wait_for(agree, 30, "GET /runs and kubectl get tr to list the same runs")
+
+
+def test_refused_runs_have_a_record_with_the_reason(api: httpx.Client, dev: DevProcess) -> None:
+    """Every TaskRun gets its record, refused ones too: GET answers with the reason."""
+    first = api.post("/tasks/double/runs", json={"payload": {"n": 1}, "idempotencyKey": "k-77"})
+    assert first.status_code == 202, first.text
+    dev.apply(
+        taskrun("refused-dup", "double", {"n": 1}, idempotencyKey="k-77"),
+        taskrun("refused-big", "double", {"blob": "x" * (600 * 1024)}),
+    )
+    duplicate = _finished(api, "refused-dup")
+    assert (duplicate["phase"], duplicate["duplicateOf"]) == ("Cancelled", first.json()["name"])
+    assert duplicate["error"]["type"] == "Duplicate"
+    big = _finished(api, "refused-big")
+    assert (big["phase"], big["error"]["type"]) == ("Failed", "PayloadTooLarge")
+    assert "over the limit" in big["error"]["message"]
+    assert big["attempts"] == [] and dev.pods_of("refused-big") == []
