@@ -9,7 +9,6 @@ exists, its record is created before the 202, so GET and list find the run at on
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import string
@@ -24,7 +23,7 @@ from durapod.api.database import Database
 from durapod.api.models import RunRef, TriggerRequest
 from durapod.api.problems import Problem
 from durapod.durations import parse_duration
-from durapod.resources.models import DEFAULT_KEY_TTL, MAX_PAYLOAD_BYTES
+from durapod.resources.models import DEFAULT_KEY_TTL, payload_too_large
 from durapod.store import idempotency, runs
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -105,13 +104,8 @@ class Triggers:
     @staticmethod
     def check(definition: Obj, task: str, request: TriggerRequest) -> None:
         """Refuse what can never run: a payload too big or off the task's schema."""
-        size = len(json.dumps(request.payload, separators=(",", ":")))
-        if size > MAX_PAYLOAD_BYTES:
-            raise Problem(
-                413,
-                "Content Too Large",
-                f"payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes",
-            )
+        if (why := payload_too_large(request.payload)) is not None:
+            raise Problem(413, "Content Too Large", why)
         schema = definition["spec"].get("payloadSchema")
         if schema:
             try:

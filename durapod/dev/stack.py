@@ -118,9 +118,7 @@ class Stack:
                 logs,
             )
         for replica, url in enumerate(self.api_urls, 1):
-            await self._wait_healthy(
-                f"{url}/readyz", "api" if self.apis == 1 else f"api-{replica}"
-            )
+            await self._wait_healthy(f"{url}/readyz", "api" if self.apis == 1 else f"api-{replica}")
         for name, url in health.items():
             await self._wait_healthy(url, name)
         self._supervisor = asyncio.create_task(self._supervise())

@@ -9,7 +9,6 @@ and applies.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,11 +18,11 @@ from durapod.operator import verdicts
 from durapod.operator.pods import pod_name
 from durapod.operator.verdicts import Outcome, Verdict
 from durapod.resources.models import (
-    MAX_PAYLOAD_BYTES,
     Phase,
     RunError,
     TaskDefinitionSpec,
     TaskRunSpec,
+    payload_too_large,
 )
 from durapod.store.pods import PodRecord
 from durapod.store.runs import Change, Enqueue, NewPod, Run
@@ -266,8 +265,9 @@ def _finished(o: Observed) -> Plan:
     expires = r.expires_at or ((r.finished_at or o.now) + _ttl(o))
     if o.now >= expires:
         return Plan(delete_taskrun=True, delete_pod=_stray_pod(o))
-    change = Change(release=True) if r.holds_slot or r.queued_at else None
-    return Plan(change=change, delete_pod=_stray_pod(o), wake_at=expires)
+    if r.holds_slot or r.queued_at:  # a slot still held: give it to the next in line
+        return Plan(change=Change(release=True), refill=r.queue, delete_pod=_stray_pod(o))
+    return Plan(delete_pod=_stray_pod(o), wake_at=expires)
 
 
 def _admit(o: Observed) -> Plan:
@@ -297,10 +297,8 @@ def _admit(o: Observed) -> Plan:
         return _finish(
             o, Phase.FAILED, error=_error("InvalidTaskDefinition", message, "UnknownTask")
         )
-    size = len(json.dumps(o.spec.payload, separators=(",", ":")))
-    if size > MAX_PAYLOAD_BYTES:
-        message = f"payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes"
-        return _finish(o, Phase.FAILED, error=_error("PayloadTooLarge", message))
+    if (too_large := payload_too_large(o.spec.payload)) is not None:
+        return _finish(o, Phase.FAILED, error=_error("PayloadTooLarge", too_large))
     if o.spec.idempotency_key and o.key_holder not in (None, o.name):
         message = f"idempotency key {o.spec.idempotency_key!r} belongs to run {o.key_holder}"
         return _finish(
@@ -395,8 +393,11 @@ def _live(o: Observed) -> Plan:
     if record is None:  # the transition that started this pod adds its record: defensive
         machine = r.machine or _definition(o).machine
         return Plan(change=Change(new_pod=NewPod(r.pods, max(r.attempt, 1), o.pod_name, machine)))
-    if not record.in_cluster and o.pod is None and not o.pod_deleted:
-        # Maybe never created (a crash came before): create it, or find it (409).
+    reported = {"output": record.output, "error": record.error, "suspend": record.suspend}
+    existed = record.in_cluster or record.started_at is not None or any(reported.values())
+    if not existed and o.pod is None and not o.pod_deleted:
+        # Maybe never created (a crash came before): create it, or find it (409). A pod
+        # that reported or ran did exist, even if a crash kept in_cluster from being set.
         return Plan(create_pod=True, remaining_seconds=_remaining(o, _definition(o)))
     mark = not record.in_cluster and o.pod is not None
     if _pod_alive(o.pod) and not o.pod_deleted:
@@ -417,7 +418,6 @@ def _live(o: Observed) -> Plan:
             )
         return Plan(mark_in_cluster=mark)
     gone = {"metadata": {"name": o.pod_name}, "status": {"phase": "Unknown"}}
-    reported = {"output": record.output, "error": record.error, "suspend": record.suspend}
     verdict = verdicts.judge(o.pod or gone, o.pod is None or o.pod_deleted, reported)
     assert verdict is not None  # the pod has ended
     return _after(o, verdict, reported)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any, cast
 
 from lightkube.core.exceptions import ApiError
@@ -15,7 +16,7 @@ from durapod.kubeclient import (
     TaskScheduleResource,
     code,
 )
-from durapod.timestamps import now_stamp
+from durapod.timestamps import format_time, utcnow
 
 COMPONENT = "durapod-operator"
 INSTANCE = socket.gethostname()
@@ -117,16 +118,20 @@ class Kube(Resources):
     ) -> None:
         """Record a Kubernetes Event on the run, for ``kubectl describe``.
 
-        ``eventTime`` has microseconds (and no second-precision ``lastTimestamp``), so the
-        Events of one run keep their order in ``kubectl describe``.
+        ``kubectl describe`` sorts Events by ``lastTimestamp``, which has whole seconds; like
+        client-go's recorder, the name is ``<run>.<hex nanoseconds>``, so the API server
+        lists one run's Events in the order they happened and Events within a second keep
+        it. ``eventTime`` has the microseconds.
         """
         meta = run["metadata"]
+        moment = utcnow()
+        seconds = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         event = cast(
             Event,
             Event.from_dict(
                 {
                     "metadata": {
-                        "generateName": f"{meta['name']}.",
+                        "name": f"{meta['name']}.{time.time_ns():x}",
                         "namespace": meta["namespace"],
                     },
                     "involvedObject": {
@@ -144,7 +149,10 @@ class Kube(Resources):
                     "source": {"component": COMPONENT},
                     "reportingComponent": COMPONENT,
                     "reportingInstance": INSTANCE,
-                    "eventTime": now_stamp(),
+                    "eventTime": format_time(moment),
+                    "firstTimestamp": seconds,
+                    "lastTimestamp": seconds,
+                    "count": 1,
                 }
             ),
         )

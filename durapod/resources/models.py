@@ -7,6 +7,7 @@ resources through them. Field names are camelCase on the wire, snake_case in Pyt
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
@@ -26,6 +27,15 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_KEY_TTL = "24h"
 #: Default limit for one checkpoint's output, per TaskDefinition.
 DEFAULT_CHECKPOINT_BYTES = 1024 * 1024
+
+
+def payload_too_large(payload: Any) -> str | None:
+    """Why a payload is too large (its size in UTF-8 bytes of compact JSON), or None."""
+    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    if size <= MAX_PAYLOAD_BYTES:
+        return None
+    return f"payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes"
+
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

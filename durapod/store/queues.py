@@ -34,7 +34,8 @@ WITH held AS (
     ORDER BY coalesce(h.n, 0) + w.turn, w.priority DESC, w.queued_at, w.id
     LIMIT %(free)s
 )
-UPDATE runs SET holds_slot = true, queued_at = NULL
+-- A new version: a transition decided before this admission must look again.
+UPDATE runs SET holds_slot = true, queued_at = NULL, version = version + 1
 FROM eligible WHERE runs.id = eligible.id
 RETURNING runs.id, runs.name
 """
