@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,7 +40,8 @@ def test_migrations_build_the_schema_on_an_empty_database(database: str) -> None
             "name",
             "task",
             "payload",
-            "status",
+            "phase",
+            "version",
             "attempt",
             "resumes",
             "definition",
@@ -71,7 +73,7 @@ def test_migrations_build_the_schema_on_an_empty_database(database: str) -> None
         assert "PRIMARY KEY (namespace, task, key)" in _constraints(conn, "idempotency_keys")
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(
-                "INSERT INTO runs (id, namespace, name, task, status) "
+                "INSERT INTO runs (id, namespace, name, task, phase) "
                 "VALUES (gen_random_uuid(), 'ns', 'n', 't', 'Bogus')"
             )
 
@@ -113,3 +115,43 @@ def test_migrate_waits_for_the_advisory_lock(database: str) -> None:
     thread.join(30)
     holder.close()
     assert done.is_set()
+
+
+def test_the_pool_hands_out_live_connections_after_every_backend_was_terminated(
+    database: str,
+) -> None:
+    """Dropped connections are found out before they are handed over (no round trip on
+    the way: a closed socket is readable), so no query fails after the drop."""
+
+    async def go() -> None:
+        from durapod import store
+
+        migrations.migrate(database)
+        pool = await store.open_pool(database, min_size=4, max_size=4)
+        try:
+            await pool.wait(timeout=30)
+            async with pool.connection() as conn:
+                before = await (await conn.execute("SELECT pg_backend_pid() AS p")).fetchone()
+            with psycopg.connect(database, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+                assert killed is not None and killed[0] >= 4
+
+                def gone() -> bool:
+                    row = admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchone()
+                    return row is not None and row[0] == 0
+
+                wait_for(gone, 30, "the terminated backends to exit")
+            for _ in range(8):  # every pooled connection was dead: none is handed out
+                async with pool.connection() as conn:
+                    row = await (await conn.execute("SELECT pg_backend_pid() AS p")).fetchone()
+                    assert row is not None and row != before
+        finally:
+            await pool.close()
+
+    asyncio.run(go())

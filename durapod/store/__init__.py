@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import select
 
 import psycopg
 from psycopg import AsyncConnection
@@ -29,6 +30,18 @@ UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> Pool:
     """A pool of autocommit connections to ``dsn``, open at once even if it is down."""
+
+    async def alive(conn: AsyncConnection[DictRow]) -> None:
+        """Is a pooled connection usable? Without a round trip (this is on every step's
+        path): an idle connection the server closed, or told it is terminated, has
+        something to read (EOF or a FATAL notice); a healthy idle one has nothing."""
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        if conn.closed or conn.broken or readable:
+            await conn.close()  # so the pool discards it rather than handing it out again
+            # The server restarted or dropped us: its other idle connections went too.
+            await pool.drain()
+            raise psycopg.OperationalError("the server closed the connection")
+
     pool: Pool = AsyncConnectionPool(
         dsn,
         connection_class=AsyncConnection[DictRow],
@@ -36,8 +49,7 @@ async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: fl
         max_size=max_size,
         open=False,
         timeout=timeout,
-        # A connection that died with the server is found out before it is handed over.
-        check=AsyncConnectionPool.check_connection,
+        check=alive,
         reconnect_timeout=60.0,
         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
     )
