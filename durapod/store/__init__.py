@@ -57,6 +57,13 @@ async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: fl
     return pool
 
 
+async def names(pool: Pool, query: str, params: tuple[object, ...] = ()) -> list[tuple[str, str]]:
+    """The (namespace, name) pairs a query selects, for the operator's periodic walks."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(query.encode(), params)
+        return [(row["namespace"], row["name"]) for row in await cur.fetchall()]
+
+
 async def migrate_when_up(dsn: str, ready: asyncio.Event, max_delay: float = 5.0) -> None:
     """Migrate as soon as the database answers (backoff with jitter), then set ``ready``."""
     delay = 0.1
@@ -72,4 +79,4 @@ async def migrate_when_up(dsn: str, ready: asyncio.Event, max_delay: float = 5.0
         return
 
 
-__all__ = ["UNAVAILABLE", "Pool", "migrate", "migrate_when_up", "open_pool"]
+__all__ = ["UNAVAILABLE", "Pool", "migrate", "migrate_when_up", "names", "open_pool"]

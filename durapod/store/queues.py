@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from durapod.store import Pool
+from durapod.store import Pool, names
 
 _ADMIT = """
 WITH held AS (
@@ -79,12 +79,11 @@ async def admit(pool: Pool, namespace: str, queue: str) -> list[tuple[UUID, str]
 
 async def waiting(pool: Pool) -> list[tuple[str, str]]:
     """(namespace, queue) of every queue with runs waiting for a slot, for the resync."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT DISTINCT namespace, queue FROM runs WHERE queued_at IS NOT NULL "
-            "AND NOT holds_slot"
-        )
-        return [(row["namespace"], row["queue"]) for row in await cur.fetchall()]
+    return await names(
+        pool,
+        "SELECT DISTINCT namespace, queue AS name FROM runs WHERE queued_at IS NOT NULL "
+        "AND NOT holds_slot",
+    )
 
 
 async def states(pool: Pool, namespace: str) -> list[QueueState]:

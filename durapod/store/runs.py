@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from durapod.store import Pool
+from durapod.store import Pool, names
 
 
 @dataclass(frozen=True)
@@ -276,12 +276,11 @@ async def purge_removed(pool: Pool, older_than: timedelta) -> int:
 
 async def unfinished(pool: Pool) -> list[tuple[str, str]]:
     """(namespace, name) of every live unfinished run, for the periodic resync."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT namespace, name FROM runs WHERE phase NOT IN "
-            "('Succeeded', 'Failed', 'Cancelled', 'TimedOut') AND removed_at IS NULL"
-        )
-        return [(row["namespace"], row["name"]) for row in await cur.fetchall()]
+    return await names(
+        pool,
+        "SELECT namespace, name FROM runs WHERE phase NOT IN "
+        "('Succeeded', 'Failed', 'Cancelled', 'TimedOut') AND removed_at IS NULL",
+    )
 
 
 async def claim_checkpoint_show(
@@ -350,10 +349,9 @@ async def page(
 async def sweep(pool: Pool, live: list[str], created_before: datetime) -> list[tuple[str, str]]:
     """Records whose TaskRun is not among ``live`` uids (deleted while no operator saw it),
     created before ``created_before``: (namespace, name) of each, to reconcile (remove)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT namespace, name FROM runs WHERE removed_at IS NULL AND created_at < %s "
-            "AND NOT (id = ANY(%s::uuid[]))",
-            (created_before, live),
-        )
-        return [(row["namespace"], row["name"]) for row in await cur.fetchall()]
+    return await names(
+        pool,
+        "SELECT namespace, name FROM runs WHERE removed_at IS NULL AND created_at < %s "
+        "AND NOT (id = ANY(%s::uuid[]))",
+        (created_before, live),
+    )
