@@ -33,6 +33,8 @@ log = logging.getLogger("durapod.operator")
 Obj = dict[str, Any]
 #: Transitions one reconcile applies in a row before it lets other keys go first.
 MAX_STEPS = 12
+#: Deleted pods whose last state is kept until their run has acted on it.
+MAX_GONE = 10_000
 
 
 class Reconciler:
@@ -62,6 +64,8 @@ class Reconciler:
             return
         if event == "DELETED":
             self._gone[(meta["namespace"], meta["name"])] = pod
+            while len(self._gone) > MAX_GONE:  # only recent deletions can still matter
+                del self._gone[next(iter(self._gone))]
         phase = (pod.get("status") or {}).get("phase")
         if event == "DELETED" or phase in ("Succeeded", "Failed"):
             for name in sorted(self._blocked.pop(meta["namespace"], set())):
@@ -186,6 +190,8 @@ class Reconciler:
             if moved is None:
                 return True  # another replica moved it first: decide again from there
             record = moved
+            if plan.change.pod_outcome is not None:  # judged: its last state is not needed
+                self._gone.pop((o.namespace, o.pod_name), None)
         if plan.mark_in_cluster:
             await pod_records.in_cluster(self.pool, record.id, record.pods)
         if plan.delete_pod:
