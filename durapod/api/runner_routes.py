@@ -71,6 +71,10 @@ async def context(request: Request) -> Response:
     run = await runs.get(pool, run_id)
     if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
+    if (index := request.query_params.get("pod", "")).isdigit():
+        # Proof the pod exists and runs, whatever happens to the operator meanwhile: a pod
+        # deleted before any operator saw it is judged gone, never created again.
+        await pods.in_cluster(pool, run_id, int(index), running=True)
     limit = (run.definition or {}).get("checkpointSizeLimit", DEFAULT_CHECKPOINT_BYTES)
     stored = await checkpoints.for_run(pool, run_id)
     body = {

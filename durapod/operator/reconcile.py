@@ -192,6 +192,14 @@ class Reconciler:
             record = moved
             if plan.change.pod_outcome is not None:  # judged: its last state is not needed
                 self._gone.pop((o.namespace, o.pod_name), None)
+        # What follows the commit in other keys goes first: a failure below (a Conflict on
+        # the status, an API server error) retries this run, but must not lose those.
+        if plan.refill:
+            self._add(("queue", o.namespace, plan.refill))
+        if plan.notify_parent and o.spec.parent is not None:
+            self._add(("run", o.namespace, o.spec.parent.name))
+        if plan.wake_at is not None:
+            self._add_after(key, (plan.wake_at - utcnow()).total_seconds())
         if plan.mark_in_cluster:
             await pod_records.in_cluster(self.pool, record.id, record.pods)
         if plan.delete_pod:
@@ -201,15 +209,9 @@ class Reconciler:
         if plan.create_pod:
             record = await self._create_pod(run, o, record, plan.remaining_seconds)
         await self._project(run, record)
-        if plan.refill:
-            self._add(("queue", o.namespace, plan.refill))
-        if plan.notify_parent and o.spec.parent is not None:
-            self._add(("run", o.namespace, o.spec.parent.name))
         if plan.delete_taskrun:
             await self.kube.delete_taskrun(o.namespace, o.name)
             self._add(key)  # gone now: its record is removed on the next look
-        if plan.wake_at is not None:
-            self._add_after(key, (plan.wake_at - utcnow()).total_seconds())
         return plan.change is not None
 
     async def _create_pod(

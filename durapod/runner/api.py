@@ -89,7 +89,7 @@ class RunApi:
 
     def context(self) -> dict[str, Any]:
         """The run's payload, attempt, checkpoint limit and every checkpoint so far."""
-        result: dict[str, Any] = self.call("GET", "/context")
+        result: dict[str, Any] = self.call("GET", f"/context?pod={self._pod}")
         return result
 
     def record(self, step: str, seq: int, output: bytes) -> None:

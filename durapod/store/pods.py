@@ -53,10 +53,14 @@ async def for_run(pool: Pool, run_id: UUID) -> list[PodRecord]:
         return [PodRecord(**row) for row in await cur.fetchall()]
 
 
-async def in_cluster(pool: Pool, run_id: UUID, idx: int) -> None:
+async def in_cluster(pool: Pool, run_id: UUID, idx: int, running: bool = False) -> None:
+    """The pod exists (the API server has it); ``running``: its runner has started."""
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE pods SET in_cluster = true WHERE run_id = %s AND idx = %s", (run_id, idx)
+            "UPDATE pods SET in_cluster = true, started_at = CASE WHEN %s "
+            "THEN coalesce(started_at, now()) ELSE started_at END "
+            "WHERE run_id = %s AND idx = %s",
+            (running, run_id, idx),
         )
 
 
