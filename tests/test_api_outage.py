@@ -254,7 +254,7 @@ def test_a_runner_write_during_an_outage_lands_once_after_recovery(
         pool = await store.open_pool(dsn)
         try:
             run_id = uuid.uuid4()
-            run = await runs.ensure(
+            run, _ = await runs.ensure(
                 pool, run_id=run_id, namespace="default", name="w-1", task="t", payload={}, tags=[]
             )
             change = runs.Change(

@@ -53,7 +53,9 @@ def test_three_replicas_write_last_checkpoint_at_most_once_a_second_and_show_the
         wait_for(lambda: dev.taskrun("many-1")["status"]["output"]["total"] == 465, 30, "output")
 
 
-def test_an_event_changing_only_last_checkpoint_starts_no_reconcile() -> None:
+def test_an_event_changing_only_the_status_starts_no_reconcile() -> None:
+    """The status is written from the record (lastCheckpoint by one replica, the rest by
+    any): an event that changed only it is no news. Spec and metadata changes are."""
     settings = Settings("postgresql://unused", "http://unused", "secret")
     operator = Operator(settings, None, None)  # type: ignore[arg-type]
     added: list[tuple[str, str, str]] = []
@@ -71,10 +73,14 @@ def test_an_event_changing_only_last_checkpoint_starts_no_reconcile() -> None:
         "status": {"phase": "Running", "lastCheckpoint": {"step": "b", "at": "y"}},
     }
     operator.taskrun_seen("MODIFIED", checkpointed)
+    projected = {**checkpointed, "status": {"phase": "Succeeded"}}
+    operator.taskrun_seen("MODIFIED", projected)
     assert added == [("run", "ns", "r")]  # nothing new to decide
-    cancelled = {**checkpointed, "spec": {"task": "t", "cancel": True}}
+    cancelled = {**projected, "spec": {"task": "t", "cancel": True}}
     operator.taskrun_seen("MODIFIED", cancelled)
     assert added == [("run", "ns", "r")] * 2
-    moved = {**cancelled, "status": {"phase": "Cancelled"}}
-    operator.taskrun_seen("MODIFIED", moved)
+    labelled = {**cancelled, "metadata": {**cancelled["metadata"], "labels": {"a": "b"}}}
+    operator.taskrun_seen("MODIFIED", labelled)
     assert len(added) == 3
+    operator.taskrun_seen("DELETED", labelled)
+    assert len(added) == 4

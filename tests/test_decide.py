@@ -314,7 +314,7 @@ def ended(phase: Phase, error_type: str | None = None, **also: Any) -> Expect:
         phase=phase,
         values=values,
         error_type=error_type,
-        release=True,
+        release=also.pop("release", True),
         events=(phase.value,),
         **also,
     )
@@ -407,7 +407,9 @@ def test_cancel_in_every_phase(phase: Phase, cancel: bool) -> None:
                 values={"error": CANCELLED},
                 pod_outcome=(r.pods, "Cancelled") if r.pods else None,
                 delete_pod=o.pod_name if phase in LIVE else None,
-                refill=r.queue if r.holds_slot else None,
+                # A live pod keeps the slot until it has ended (its end comes back).
+                release=phase not in LIVE,
+                refill=r.queue if r.holds_slot and phase not in LIVE else None,
             ),
         )
     else:
@@ -419,12 +421,7 @@ def test_cancel_in_every_phase(phase: Phase, cancel: bool) -> None:
     [
         pytest.param(
             live(Phase.RUNNING, pod("Running", deletion=True), spec=spec(cancel=True)),
-            ended(
-                Phase.CANCELLED,
-                "Cancelled",
-                pod_outcome=(1, "Cancelled"),
-                refill="default",
-            ),
+            ended(Phase.CANCELLED, "Cancelled", pod_outcome=(1, "Cancelled"), release=False),
             id="a cancelled run whose pod is already being deleted does not delete it again",
         ),
         pytest.param(
@@ -438,7 +435,7 @@ def test_cancel_in_every_phase(phase: Phase, cancel: bool) -> None:
                 "Cancelled",
                 pod_outcome=(1, "Cancelled"),
                 delete_pod="report-1",
-                refill="default",
+                release=False,
                 notify_parent=True,
             ),
             id="a cancelled child run tells its parent",
@@ -593,7 +590,7 @@ def test_largest_payload_is_exactly_the_limit() -> None:
         ),
         pytest.param(
             observe(
-                record(),
+                record(payload={"b": LARGEST_PAYLOAD["b"] + "x"}),
                 spec=spec(payload={"b": LARGEST_PAYLOAD["b"] + "x"}),
                 definition=QUEUE_DEF,
             ),
@@ -601,7 +598,11 @@ def test_largest_payload_is_exactly_the_limit() -> None:
             id="a payload one byte over the limit fails the run PayloadTooLarge",
         ),
         pytest.param(
-            observe(record(), spec=spec(payload=LARGEST_PAYLOAD), definition=QUEUE_DEF),
+            observe(
+                record(payload=LARGEST_PAYLOAD),
+                spec=spec(payload=LARGEST_PAYLOAD),
+                definition=QUEUE_DEF,
+            ),
             queued_from_pending(),
             id="a payload exactly at the limit is queued",
         ),
@@ -781,6 +782,27 @@ PREVIOUS_POD = pod_record(outcome="TaskError", finished_at=NOW - timedelta(minut
                 create_pod=True,
             ),
             id="a run whose pod a ResourceQuota refused creates the same pod again",
+        ),
+        pytest.param(
+            observe(
+                slot(admit_as="pod", attempt=1, pods=1, resume_at=NOW + timedelta(seconds=5)),
+                pod_records=(pod_record(in_cluster=False, started_at=None),),
+            ),
+            Expect(wake_at=NOW + timedelta(seconds=5)),
+            id="a run whose pod a ResourceQuota just refused waits before trying again",
+        ),
+        pytest.param(
+            observe(
+                slot(admit_as="pod", attempt=1, pods=1, resume_at=NOW + timedelta(seconds=5)),
+                pod_records=(pod_record(in_cluster=False, started_at=None),),
+                unblocked=True,
+            ),
+            Expect(
+                phase=Phase.STARTING,
+                values={"admit_as": None, "resume_at": None},
+                create_pod=True,
+            ),
+            id="a run whose pod a ResourceQuota refused tries at once when a pod has ended",
         ),
         pytest.param(
             observe(
@@ -1387,6 +1409,11 @@ FINISHED_ROWS = [
         id="without expires_at, finished a TTL ago: its TaskRun is deleted",
     ),
     pytest.param(
+        {"run": {"expires_at": NOW}, "deleting": True},
+        Expect(),
+        id="once expired but already being deleted (a finalizer holds it): left alone",
+    ),
+    pytest.param(
         {"run": {"holds_slot": True}},
         Expect(release=True, refill="default"),
         id="still holding a slot: releases it to the next in line",
@@ -1497,8 +1524,13 @@ def test_finished(phase: Phase, situation: Obj, want: Expect) -> None:
         ),
         pytest.param(
             finished(Phase.FAILED, pod("Pending"), run={"holds_slot": True}),
-            Expect(release=True, delete_pod="report-1", refill="default"),
-            id="a finished run holding a slot and a pod: both are let go",
+            Expect(delete_pod="report-1", wake_at=FINISHED_AT + TTL),
+            id="a finished run holding a slot and a pod: the pod is stopped, the slot kept",
+        ),
+        pytest.param(
+            finished(Phase.FAILED, pod("Failed"), run={"holds_slot": True}),
+            Expect(release=True, refill="default"),
+            id="a finished run holding a slot whose pod has ended: the slot is handed on",
         ),
         pytest.param(
             waiting(resume_at=NOW + timedelta(minutes=5), current=pod("Running")),

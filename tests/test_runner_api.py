@@ -29,7 +29,7 @@ def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
         pool = await store.open_pool(database)
         ids = [uuid.uuid4(), uuid.uuid4()]
         for i, run_id in enumerate(ids):
-            run = await runs.ensure(
+            run, _ = await runs.ensure(
                 pool,
                 run_id=run_id,
                 namespace="team-a",

@@ -155,3 +155,47 @@ def test_the_pool_hands_out_live_connections_after_every_backend_was_terminated(
             await pool.close()
 
     asyncio.run(go())
+
+
+def test_a_removal_is_rolled_back_when_the_taskrun_is_still_there(database: str) -> None:
+    """A replica that read a stale TaskRun (deleted and applied again meanwhile) must not
+    remove the live record: the removal asks, inside its transaction, whether the records
+    it removes are really gone, and is rolled back when one is not."""
+
+    async def go() -> None:
+        from uuid import uuid4
+
+        from durapod import store
+        from durapod.store import runs
+
+        migrations.migrate(database)
+        pool = await store.open_pool(database)
+        old, new = uuid4(), uuid4()
+        common = {"namespace": "ns", "name": "again", "task": "t", "payload": {}, "tags": []}
+
+        async def is_live(uid: object) -> runs.Gone:
+            async def gone(removed: list[object]) -> bool:
+                return uid not in removed
+
+            return gone
+
+        try:
+            first, _ = await runs.ensure(pool, run_id=old, **common)
+            assert first is not None
+            # A stale ensure of another uid while the old TaskRun still exists: refused.
+            refused, freed = await runs.ensure(pool, run_id=new, gone=await is_live(old), **common)
+            assert refused is None and freed == []
+            assert (await runs.by_name(pool, "ns", "again")).id == old  # type: ignore[union-attr]
+            # The old one is gone for real: the new one takes the name.
+            taken, _ = await runs.ensure(pool, run_id=new, gone=await is_live(None), **common)
+            assert taken is not None and taken.id == new
+            assert (await runs.get(pool, old)).removed_at is not None  # type: ignore[union-attr]
+            # A removal by name while a TaskRun with the record's uid exists: rolled back.
+            assert await runs.remove(pool, "ns", "again", await is_live(new)) == []
+            assert (await runs.by_name(pool, "ns", "again")).id == new  # type: ignore[union-attr]
+            await runs.remove(pool, "ns", "again", await is_live(None))
+            assert await runs.by_name(pool, "ns", "again") is None
+        finally:
+            await pool.close()
+
+    asyncio.run(go())

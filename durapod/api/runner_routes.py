@@ -7,10 +7,13 @@ the database down they answer 503 with ``Retry-After``, which the runner honours
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -64,6 +67,16 @@ def _field(body: Any, name: str, kind: type) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def _run_exists(run_id: UUID) -> Iterator[None]:
+    """A write for a run whose record was purged (its TaskRun long deleted) is a 410, not a
+    500 the runner would retry."""
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise Problem(410, "Gone", f"run {run_id} no longer exists") from exc
+
+
 async def context(request: Request) -> Response:
     """What a new pod starts from: payload, attempt, checkpoint limit, every checkpoint."""
     run_id, namespace = _authorised_run(request)
@@ -102,7 +115,8 @@ async def record_checkpoint(request: Request) -> Response:
     output = orjson.dumps(body["output"])
     if len(output) > HARD_CHECKPOINT_LIMIT:
         raise Problem(413, "Content Too Large", f"step {step!r} output is {len(output)} bytes")
-    await checkpoints.record(await _pool(request), run_id, step, seq, output)
+    with _run_exists(run_id):
+        await checkpoints.record(await _pool(request), run_id, step, seq, output)
     return _NO_CONTENT
 
 
@@ -113,7 +127,8 @@ async def save_state(request: Request) -> Response:
     seq = _field(body, "seq", int)
     if "state" not in body:
         raise Problem(400, "Bad Request", "missing 'state'")
-    await checkpoints.save_state(await _pool(request), run_id, seq, orjson.dumps(body["state"]))
+    with _run_exists(run_id):
+        await checkpoints.save_state(await _pool(request), run_id, seq, orjson.dumps(body["state"]))
     return _NO_CONTENT
 
 

@@ -25,6 +25,7 @@ from durapod.api.problems import Problem
 from durapod.durations import parse_duration
 from durapod.resources.models import DEFAULT_KEY_TTL, payload_too_large
 from durapod.store import idempotency, runs
+from durapod.timestamps import parse_time
 
 _ALPHABET = string.ascii_lowercase + string.digits
 Obj = dict[str, Any]
@@ -52,7 +53,7 @@ def ref(run: Obj, duplicate: bool = False, record: runs.Run | None = None) -> Ru
 def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+    return parse_time(value) if isinstance(value, str) and value else None
 
 
 async def create_record(db: Database, run: Obj, created_now: bool) -> runs.Run | None:
@@ -68,7 +69,7 @@ async def create_record(db: Database, run: Obj, created_now: bool) -> runs.Run |
     """
     meta, spec = run["metadata"], run["spec"]
     try:
-        return await runs.ensure(
+        record, _ = await runs.ensure(
             await db.pool(),
             run_id=UUID(meta["uid"]),
             namespace=meta["namespace"],
@@ -78,6 +79,7 @@ async def create_record(db: Database, run: Obj, created_now: bool) -> runs.Run |
             tags=spec.get("tags") or [],
             created_at=None if created_now else _timestamp(meta.get("creationTimestamp")),
         )
+        return record
     except store.UNAVAILABLE as exc:
         log.warning(
             "run %s/%s created, its record is left to the operator: %s",

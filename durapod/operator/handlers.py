@@ -2,8 +2,8 @@
 
 kopf only watches: every TaskRun, run pod and TaskSchedule event adds a key to the work
 queue, which reconciles it (retrying failures with backoff). A periodic resync adds every
-unfinished run, every queue with waiting runs and every schedule, and marks records whose
-TaskRun vanished unseen, so nothing depends on an event arriving.
+unfinished run, every queue with waiting runs and every schedule, and now and then the
+runs whose TaskRun or record the other lacks, so nothing depends on an event arriving.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 from datetime import timedelta
 from typing import Any
@@ -33,8 +34,11 @@ from durapod.timestamps import utcnow
 
 log = logging.getLogger("durapod.operator")
 Key = tuple[str, str, str]
-#: Records whose TaskRun is missing are removed only if older than this (a record may be
-#: written just before its TaskRun shows up in a list).
+#: The sweep (a list of every TaskRun, against the records) comes once per this many
+#: resyncs, and at start-up.
+SWEEP_EVERY = 10
+#: The sweep looks only at records older than this: a TaskRun created during its list is
+#: not in it, and its record must not look orphaned.
 SWEEP_MARGIN = timedelta(minutes=1)
 #: How long a removed record is kept before it is purged.
 PURGE_AFTER = timedelta(hours=1)
@@ -51,6 +55,7 @@ class Operator:
         self.scheduler = Scheduler(kube)
         #: A digest of each TaskRun as last seen, without what never needs a reconcile.
         self._seen: dict[str, bytes] = {}
+        self._resyncs = 0
 
     async def _handle(self, key: Key) -> None:
         await self.ready.wait()  # migrated: the database answers
@@ -70,22 +75,48 @@ class Operator:
         else:
             digest = _digest(body)
             if self._seen.get(key) == digest:
-                return  # only lastCheckpoint (or nothing durapod reads) changed
+                return  # only the status (lastCheckpoint, a projection) changed
             self._seen[key] = digest
         self.queue.add(("run", meta["namespace"], meta["name"]))
 
     async def resync_forever(self) -> None:
         await self.ready.wait()
         while True:
-            try:
-                await self.resync()
-            except Exception as exc:
-                log.warning("resync failed (%s); the next one tries again", exc)
+            await self.resync()
             period = self.settings.resync_seconds
             await asyncio.sleep(period * random.uniform(0.75, 1.25))
 
     async def resync(self) -> None:
-        """Reconcile everything that is not finished, whatever events were missed."""
+        """Reconcile everything that is not finished, whatever events were missed. Each
+        walk stands alone: one that fails (the database away, a list timing out) leaves
+        the others to do their part."""
+        self._resyncs += 1
+        for walk in (self._walk_runs, self._walk_queues, self._walk_schedules, self._sweep):
+            try:
+                await walk()
+            except Exception as exc:
+                log.warning(
+                    "resync: %s failed (%s); the next resync tries again", walk.__name__, exc
+                )
+
+    async def _walk_runs(self) -> None:
+        for namespace, name in await runs.unfinished(self.pool):
+            self.queue.add(("run", namespace, name))
+
+    async def _walk_queues(self) -> None:
+        for namespace, name in await queues.waiting(self.pool):
+            self.queue.add(("queue", namespace, name))
+
+    async def _walk_schedules(self) -> None:
+        for schedule in await self.kube.list_all("taskschedules"):
+            meta = schedule["metadata"]
+            self.queue.add(("schedule", meta["namespace"], meta["name"]))
+
+    async def _sweep(self) -> None:
+        """Every ``SWEEP_EVERY`` resyncs: TaskRuns no record knows, and records whose
+        TaskRun is gone (deleted while no operator watched), are reconciled."""
+        if self._resyncs % SWEEP_EVERY != 1:
+            return
         started = utcnow()
         listed = await self.kube.list_all("taskruns")
         for run in listed:
@@ -94,24 +125,30 @@ class Operator:
                 self.queue.add(("run", run["metadata"]["namespace"], run["metadata"]["name"]))
         live = [run["metadata"]["uid"] for run in listed]
         for namespace, name in await runs.sweep(self.pool, live, started - SWEEP_MARGIN):
-            self.queue.add(("run", namespace, name))
-        for namespace, name in await runs.unfinished(self.pool):
-            self.queue.add(("run", namespace, name))
-        for namespace, name in await queues.waiting(self.pool):
-            self.queue.add(("queue", namespace, name))
-        for schedule in await self.kube.list_all("taskschedules"):
-            meta = schedule["metadata"]
-            self.queue.add(("schedule", meta["namespace"], meta["name"]))
+            self.queue.add(("run", namespace, name))  # its reconcile removes it, if gone
         await runs.purge_removed(self.pool, PURGE_AFTER)
 
 
 def _digest(body: dict[str, Any]) -> bytes:
+    """What a reconcile reads of a TaskRun: its metadata and spec. Its status is written
+    from the record (a change there, by another replica or anyone, is no news; the
+    resync puts a wrong one right)."""
     meta = {
         k: v for k, v in body["metadata"].items() if k not in ("resourceVersion", "managedFields")
     }
-    status = {k: v for k, v in (body.get("status") or {}).items() if k != "lastCheckpoint"}
-    text = json.dumps([meta, body.get("spec"), status], sort_keys=True, default=str)
+    text = json.dumps([meta, body.get("spec")], sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+async def _migrate_or_exit(dsn: str, ready: asyncio.Event) -> None:
+    """Wait for the database and migrate it; a migration that cannot apply ends the process
+    (its restarts show in the Deployment) rather than leave an operator that does nothing."""
+    try:
+        await store.migrate_when_up(dsn, ready)
+    except Exception:
+        log.exception("the database could not be migrated; exiting")
+        logging.shutdown()
+        os._exit(3)
 
 
 @kopf.on.startup()
@@ -129,7 +166,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     operator = memo.operator = Operator(config, memo.pool, Kube())
     operator.queue.start()
     memo.tasks = [
-        spawn(store.migrate_when_up(config.database_url, operator.ready), "migrations"),
+        spawn(_migrate_or_exit(config.database_url, operator.ready), "migrations"),
         spawn(listen_for_checkpoints(config.database_url, operator.reconciler), "listener"),
         spawn(operator.resync_forever(), "resync"),
     ]

@@ -49,7 +49,16 @@ async def listen_for_checkpoints(dsn: str, reconciler: Reconciler) -> None:
     try:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                # Keepalives: a half-open connection (a vanished server) is found out.
+                connect = psycopg.AsyncConnection.connect(
+                    dsn,
+                    autocommit=True,
+                    connect_timeout=5,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                )
+                async with await connect as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     async for notice in conn.notifies():
                         run_id, seq, step = notice.payload.split(" ", 2)

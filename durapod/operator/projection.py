@@ -7,6 +7,7 @@ last (a crashed replica, a person, a stale writer), the next reconcile puts it r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from durapod.durations import format_duration
@@ -38,6 +39,10 @@ def conditions(record: Run) -> list[Condition]:
     ]
 
 
+def last_checkpoint(step: str, at: datetime) -> Checkpoint:
+    return Checkpoint(step=step, at=format_time(at))
+
+
 def status(record: Run) -> Obj:
     """Every status field durapod owns, as the record says (None: absent)."""
     finished = Phase(record.phase).finished
@@ -56,7 +61,7 @@ def status(record: Run) -> Obj:
         admit_as=record.admit_as,
         definition=record.definition,
         last_checkpoint=(
-            Checkpoint(step=record.shown_step, at=format_time(record.shown_at))
+            last_checkpoint(record.shown_step, record.shown_at)
             if record.shown_step and record.shown_at
             else None
         ),

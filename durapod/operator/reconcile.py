@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from durapod.durations import parse_duration
 from durapod.operator import pods, projection
-from durapod.operator.decide import Child, Observed, Plan, decide
+from durapod.operator.decide import Child, Observed, Plan, admission, decide
+from durapod.operator.decide.plans import ADMIT_POD
 from durapod.operator.kube import Conflict, Kube, QuotaExceeded
 from durapod.operator.settings import Settings
 from durapod.resources.models import DEFAULT_KEY_TTL, Phase, TaskDefinitionSpec, TaskRunSpec
@@ -33,6 +34,9 @@ log = logging.getLogger("durapod.operator")
 Obj = dict[str, Any]
 #: Transitions one reconcile applies in a row before it lets other keys go first.
 MAX_STEPS = 12
+#: How long a run whose pod a ResourceQuota refused waits before it tries again, unless a
+#: pod in its namespace ends first.
+QUOTA_RETRY = timedelta(seconds=5)
 #: Deleted pods whose last state is kept until their run has acted on it.
 MAX_GONE = 10_000
 
@@ -54,6 +58,8 @@ class Reconciler:
         self._gone: dict[tuple[str, str], Obj] = {}
         #: Runs whose pod a ResourceQuota refused, by namespace: retried when a pod ends.
         self._blocked: dict[str, set[str]] = {}
+        #: Blocked runs to try again at once: a pod ended since they were refused.
+        self._unblocked: set[tuple[str, str]] = set()
 
     # -- entry points (from events) ---------------------------------------------------
 
@@ -69,7 +75,8 @@ class Reconciler:
         phase = (pod.get("status") or {}).get("phase")
         if event == "DELETED" or phase in ("Succeeded", "Failed"):
             for name in sorted(self._blocked.pop(meta["namespace"], set())):
-                self._add(("run", meta["namespace"], name))  # a ResourceQuota may fit it now
+                self._unblocked.add((meta["namespace"], name))  # a ResourceQuota may fit it now
+                self._add(("run", meta["namespace"], name))
         self._add(("run", meta["namespace"], run_name))
 
     # -- a run ------------------------------------------------------------------------
@@ -91,15 +98,16 @@ class Reconciler:
     async def _gather(self, namespace: str, name: str) -> tuple[Observed | None, Obj]:
         run = await self.kube.get_taskrun(namespace, name)
         if run is None:
-            for queue in await runs.remove(self.pool, namespace, name):
+            freed = await runs.remove(self.pool, namespace, name, self._gone_for(namespace, name))
+            for queue in freed:
                 self._add(("queue", *queue))
             return None, {}
         meta = run["metadata"]
         spec = TaskRunSpec.model_validate(run["spec"])
         run_id = UUID(meta["uid"])
         record = await runs.get(self.pool, run_id)
-        if record is None or record.removed_at is not None:
-            record = await runs.ensure(
+        if record is None:
+            record, freed = await runs.ensure(
                 self.pool,
                 run_id=run_id,
                 namespace=namespace,
@@ -107,16 +115,20 @@ class Reconciler:
                 task=spec.task,
                 payload=spec.payload,
                 tags=spec.tags,
+                gone=self._gone_for(namespace, name),
             )
-        if record.removed_at is not None:
-            return None, run
+            for queue in freed:
+                self._add(("queue", *queue))
+        if record is None or record.removed_at is not None:
+            return None, run  # the TaskRun read was stale: its uid is gone (uids never return)
         now = utcnow()
         found: Obj = {}
         phase = Phase(record.phase)
         if phase == Phase.PENDING:
             found.update(await self._definition(run, spec, record, now))
         if record.pods:
-            found["pod_records"] = tuple(await pod_records.for_run(self.pool, run_id))
+            # The pod before its records: a runner reports before its pod ends, so a pod seen
+            # ended has its report in the records read after it.
             pod_name = pods.pod_name(name, record.pods)
             pod = await self.kube.get_pod(namespace, pod_name)
             if pod is not None and not _owned_by(pod, meta["uid"]):
@@ -125,6 +137,7 @@ class Reconciler:
             last = self._gone.get((namespace, pod_name)) if pod is None else None
             if last is not None and _owned_by(last, meta["uid"]):
                 found.update(pod=last, pod_deleted=True)
+            found["pod_records"] = tuple(await pod_records.for_run(self.pool, run_id))
         if phase == Phase.WAITING and record.waiting_for:
             found["child"] = await self._child(namespace, record.waiting_for)
         observed = Observed(
@@ -134,10 +147,21 @@ class Reconciler:
             created=parse_time(meta["creationTimestamp"]),
             spec=spec,
             record=record,
+            deleting=bool(meta.get("deletionTimestamp")),
+            unblocked=(namespace, name) in self._unblocked,
             unknown_task_grace=timedelta(seconds=self.settings.unknown_task_grace_seconds),
             **found,
         )
         return observed, run
+
+    def _gone_for(self, namespace: str, name: str) -> runs.Gone:
+        """Asked before records of this name are removed: is no TaskRun theirs now?"""
+
+        async def gone(removed: list[UUID]) -> bool:
+            current = await self.kube.get_taskrun(namespace, name)
+            return current is None or UUID(current["metadata"]["uid"]) not in removed
+
+        return gone
 
     async def _definition(
         self, run: Obj, spec: TaskRunSpec, record: runs.Run, now: datetime
@@ -152,10 +176,10 @@ class Reconciler:
         except ValidationError as exc:
             return {"definition": str(exc)}
         found: Obj = {"definition": definition}
-        delayed = (spec.not_before and parse_time(spec.not_before) > now) or (
-            spec.delay and record.created_at + parse_duration(spec.delay) > now
+        start_at = admission.not_before(
+            spec, record.created_at, parse_time(meta["creationTimestamp"])
         )
-        if spec.idempotency_key and not delayed:
+        if spec.idempotency_key and (start_at is None or start_at <= now):
             # Idempotent: a retried claim by the same run finds itself the holder.
             claim = await idempotency.claim(
                 self.pool,
@@ -190,6 +214,7 @@ class Reconciler:
             if moved is None:
                 return True  # another replica moved it first: decide again from there
             record = moved
+            self._unblocked.discard((o.namespace, o.name))
             if plan.change.pod_outcome is not None:  # judged: its last state is not needed
                 self._gone.pop((o.namespace, o.pod_name), None)
         # What follows the commit in other keys goes first: a failure below (a Conflict on
@@ -229,13 +254,21 @@ class Reconciler:
             # Back-pressure, not failure: the run waits, with its slot, for a pod to end.
             self._blocked.setdefault(o.namespace, set()).add(o.name)
             why = str(exc)
-            moved = await runs.transition(
-                self.pool,
-                record,
-                runs.Change(set={"phase": Phase.QUEUED.value, "admit_as": "pod", "message": why}),
-            )
+            values = {
+                "phase": Phase.QUEUED.value,
+                "admit_as": ADMIT_POD,
+                "resume_at": utcnow() + QUOTA_RETRY,  # or sooner, once a pod ends
+                "message": why,
+            }
+            moved = await runs.transition(self.pool, record, runs.Change(set=values))
             await self._event(run, "QuotaExceeded", f"pod {name} waits: {why}", warning=True)
             return moved or record
+        if not created:  # 409: ours (a retried create), or an earlier TaskRun's, terminating
+            existing = await self.kube.get_pod(o.namespace, name)
+            if existing is not None and not _owned_by(existing, run["metadata"]["uid"]):
+                # Its end (a pod event of this name) brings us back; a timer in case not.
+                self._add_after(("run", o.namespace, o.name), QUOTA_RETRY.total_seconds())
+                return record
         await pod_records.in_cluster(self.pool, record.id, record.pods)
         if created:
             await self._event(
@@ -277,10 +310,9 @@ class Reconciler:
             if shown is None or shown >= seq:
                 return None  # shown already (or the run is gone)
             return interval.total_seconds()  # another replica showed one just now
-        last = projection.status(claimed)["lastCheckpoint"]
-        await self.kube.merge_status(
-            "taskruns", claimed.namespace, claimed.name, {"lastCheckpoint": last}
-        )
+        namespace, name, at = claimed
+        last = projection.last_checkpoint(step, at).model_dump(by_alias=True)
+        await self.kube.merge_status("taskruns", namespace, name, {"lastCheckpoint": last})
         return None
 
 

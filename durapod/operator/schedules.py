@@ -17,16 +17,12 @@ from croniter import croniter
 
 from durapod.operator.kube import Kube
 from durapod.resources.models import ConcurrencyPolicy, Phase
-from durapod.timestamps import parse_time
+from durapod.timestamps import format_time, parse_time
 
 log = logging.getLogger("durapod.operator.schedules")
 Obj = dict[str, Any]
 LABEL_SCHEDULE = "durapod.io/schedule"
 MAX_LOOKBACK = 1000  # ticks examined after downtime, whatever catchUp says
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ticks_between(cron: str, zone: str, after: datetime, until: datetime) -> list[datetime]:
@@ -89,17 +85,18 @@ class Scheduler:
             await self._fire(schedule, tick)
         upcoming = next_tick(spec["cron"], zone, max(current, due[-1] if due else last))
         patch: Obj = {
-            "nextScheduleTime": None if spec.get("suspend") else _iso(upcoming),
+            "nextScheduleTime": None if spec.get("suspend") else format_time(upcoming),
             "error": None,
         }
         if due:
-            patch["lastScheduleTime"] = _iso(due[-1])
+            patch["lastScheduleTime"] = format_time(due[-1])
         await self.kube.merge_status("taskschedules", namespace, name, patch)
         return None if spec.get("suspend") else upcoming
 
     async def _fire(self, schedule: Obj, tick: datetime) -> None:
         meta, spec = schedule["metadata"], schedule["spec"]
         policy = spec.get("concurrencyPolicy", ConcurrencyPolicy.ALLOW.value)
+        name = f"{meta['name'][:40]}-{int(tick.timestamp())}"
         if policy != ConcurrencyPolicy.ALLOW.value:
             active = [
                 r
@@ -107,18 +104,19 @@ class Scheduler:
                     meta["namespace"], {LABEL_SCHEDULE: meta["name"]}
                 )
                 if not Phase((r.get("status") or {}).get("phase") or "Pending").finished
+                # A retried tick finds its own run: never a reason to skip or cancel.
+                and r["metadata"]["name"] != name
             ]
             if active and policy == ConcurrencyPolicy.FORBID.value:
                 log.info(
                     "schedule %s: tick %s skipped, %s still running",
                     meta["name"],
-                    _iso(tick),
+                    format_time(tick),
                     active[0]["metadata"]["name"],
                 )
                 return
             for run in active:
                 await self.kube.cancel_taskrun(meta["namespace"], run["metadata"]["name"])
-        name = f"{meta['name'][:40]}-{int(tick.timestamp())}"
         _, created = await self.kube.create_taskrun(
             meta["namespace"],
             name,
@@ -135,6 +133,6 @@ class Scheduler:
                 "taskschedules",
                 meta["namespace"],
                 meta["name"],
-                {"lastRun": name, "lastScheduleTime": _iso(tick)},
+                {"lastRun": name, "lastScheduleTime": format_time(tick)},
             )
-            log.info("schedule %s: started %s for tick %s", meta["name"], name, _iso(tick))
+            log.info("schedule %s: started %s for tick %s", meta["name"], name, format_time(tick))

@@ -91,9 +91,8 @@ class WorkQueue(Generic[K]):
             self._active.add(key)
             try:
                 await self.handler(key)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
+                self._again.discard(key)  # the backoff's timer brings it back, not at once
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = self.backoff.delay(failures)
                 if isinstance(exc, store.UNAVAILABLE):

@@ -35,12 +35,15 @@ async def open_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: fl
         """Is a pooled connection usable? Without a round trip (this is on every step's
         path): an idle connection the server closed, or told it is terminated, has
         something to read (EOF or a FATAL notice); a healthy idle one has nothing."""
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-        if conn.closed or conn.broken or readable:
-            await conn.close()  # so the pool discards it rather than handing it out again
-            # The server restarted or dropped us: its other idle connections went too.
-            await pool.drain()
-            raise psycopg.OperationalError("the server closed the connection")
+        if not (conn.closed or conn.broken):
+            poller = select.poll()  # not select.select: it refuses descriptors past 1023
+            poller.register(conn.pgconn.socket, select.POLLIN)
+            if not poller.poll(0):
+                return
+        await conn.close()  # so the pool discards it rather than handing it out again
+        # The server restarted or dropped us: its other idle connections went too.
+        await pool.drain()
+        raise psycopg.OperationalError("the server closed the connection")
 
     pool: Pool = AsyncConnectionPool(
         dsn,
@@ -65,18 +68,21 @@ async def names(pool: Pool, query: str, params: tuple[object, ...] = ()) -> list
 
 
 async def migrate_when_up(dsn: str, ready: asyncio.Event, max_delay: float = 5.0) -> None:
-    """Migrate as soon as the database answers (backoff with jitter), then set ``ready``."""
+    """Migrate as soon as the database answers (backoff with jitter), then set ``ready``.
+
+    Any other failure (a migration that cannot apply) is raised: it is no passing fault.
+    """
     delay = 0.1
     while True:
         try:
             await asyncio.to_thread(migrate, dsn)
         except UNAVAILABLE as exc:
             log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
-            delay = min(delay * 2, max_delay)
-            continue
-        ready.set()
-        return
+        else:
+            ready.set()
+            return
+        await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+        delay = min(delay * 2, max_delay)
 
 
 __all__ = ["UNAVAILABLE", "Pool", "migrate", "migrate_when_up", "names", "open_pool"]

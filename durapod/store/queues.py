@@ -37,6 +37,9 @@ WITH held AS (
 -- A new version: a transition decided before this admission must look again.
 UPDATE runs SET holds_slot = true, queued_at = NULL, version = version + 1
 FROM eligible WHERE runs.id = eligible.id
+    -- Checked again on the row as it is now: one cancelled or removed meanwhile gets none.
+    AND runs.phase = 'Queued' AND NOT runs.holds_slot AND runs.queued_at IS NOT NULL
+    AND runs.removed_at IS NULL AND runs.queue = %(queue)s
 RETURNING runs.id, runs.name
 """
 

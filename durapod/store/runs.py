@@ -10,11 +10,13 @@ decides again, so two operator replicas never both apply a transition.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -117,15 +119,17 @@ _SETTABLE = {
     "started_at",
     "finished_at",
     "expires_at",
-    "queue",
-    "concurrency_key",
-    "priority",
 }
 _JSON = {"definition", "output", "error"}
 
 
 def _row(row: DictRow | None) -> Run | None:
     return Run(**row) if row else None
+
+
+#: Asked, inside a removal's transaction, whether the records about to be removed are
+#: really gone (no TaskRun has their uid now); False rolls the removal back.
+Gone = Callable[[list[UUID]], Awaitable[bool]]
 
 
 async def ensure(
@@ -138,23 +142,30 @@ async def ensure(
     payload: dict[str, Any],
     tags: list[str],
     created_at: datetime | None = None,
-) -> Run:
-    """The run's record, created Pending if it has none.
+    gone: Gone | None = None,
+) -> tuple[Run | None, list[tuple[str, str]]]:
+    """The run's record, created Pending if it has none; and the queues whose slots a
+    removed record freed.
 
     An older record still holding the name belongs to a TaskRun that was deleted (names
-    are unique in the cluster): it is marked removed in the same transaction.
+    are unique in the cluster): it is marked removed in the same transaction, unless
+    ``gone`` finds its TaskRun still there (this caller read a stale TaskRun). None: the
+    name is held by another live record.
     """
-    async with pool.connection() as conn, conn.transaction():
-        await _remove_on(conn, namespace, name, keep=run_id)
-        await conn.execute(
-            "INSERT INTO runs (id, namespace, name, task, payload, tags, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) ON CONFLICT DO NOTHING",
-            (run_id, namespace, name, task, Jsonb(payload), tags, created_at),
-        )
+    freed: list[tuple[str, str]] = []
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            removed, freed = await _remove_on(conn, namespace, name, keep=run_id)
+            if removed and gone is not None and not await gone(removed):
+                freed = []
+                raise psycopg.Rollback()
+            await conn.execute(
+                "INSERT INTO runs (id, namespace, name, task, payload, tags, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) ON CONFLICT DO NOTHING",
+                (run_id, namespace, name, task, Jsonb(payload), tags, created_at),
+            )
         cur = await conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
-        run = _row(await cur.fetchone())
-    assert run is not None
-    return run
+        return _row(await cur.fetchone()), freed
 
 
 async def get(pool: Pool, run_id: UUID) -> Run | None:
@@ -194,13 +205,18 @@ async def transition(pool: Pool, run: Run, change: Change) -> Run | None:
         values.extend((q.queue, q.concurrency_key, q.priority))
     async with pool.connection() as conn, conn.transaction():
         if q is not None:  # the queue's row first: the order ``queues.admit`` locks in
+            # No lock on the queue's row unless its limits change (every admission to a queue
+            # would wait on every other, and on ``queues.admit``).
             await conn.execute(
                 "INSERT INTO queues (namespace, name, concurrency_limit, key_limit) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (namespace, name) DO UPDATE SET "
-                "concurrency_limit = excluded.concurrency_limit, key_limit = excluded.key_limit, "
-                "updated_at = now() WHERE (queues.concurrency_limit, queues.key_limit) "
-                "IS DISTINCT FROM (excluded.concurrency_limit, excluded.key_limit)",
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (namespace, name) DO NOTHING",
                 (run.namespace, q.queue, q.limit, q.key_limit),
+            )
+            await conn.execute(
+                "UPDATE queues SET concurrency_limit = %s, key_limit = %s, updated_at = now() "
+                "WHERE namespace = %s AND name = %s "
+                "AND (concurrency_limit, key_limit) IS DISTINCT FROM (%s::int, %s::int)",
+                (q.limit, q.key_limit, run.namespace, q.queue, q.limit, q.key_limit),
             )
         cur = await conn.execute(
             f"UPDATE runs SET {', '.join(assignments)} WHERE id = %s AND version = %s "
@@ -243,7 +259,7 @@ async def transition(pool: Pool, run: Run, change: Change) -> Run | None:
 
 async def _remove_on(
     conn: AsyncConnection[DictRow], namespace: str, name: str, keep: UUID | None = None
-) -> list[tuple[str, str]]:
+) -> tuple[list[UUID], list[tuple[str, str]]]:
     cur = await conn.execute(
         "UPDATE runs SET removed_at = now(), updated_at = now(), version = version + 1, "
         "phase = CASE WHEN phase IN ('Succeeded', 'Failed', 'Cancelled', 'TimedOut') "
@@ -252,17 +268,23 @@ async def _remove_on(
         "message = CASE WHEN finished_at IS NULL THEN 'the TaskRun was deleted' ELSE message END, "
         "holds_slot = false, queued_at = NULL "
         "WHERE namespace = %s AND name = %s AND removed_at IS NULL AND id IS DISTINCT FROM %s "
-        "RETURNING namespace, queue",
+        "RETURNING id, namespace, queue, holds_slot",
         (namespace, name, keep),
     )
-    return [(row["namespace"], row["queue"]) for row in await cur.fetchall()]
+    rows = await cur.fetchall()
+    return [row["id"] for row in rows], [(row["namespace"], row["queue"]) for row in rows]
 
 
-async def remove(pool: Pool, namespace: str, name: str) -> list[tuple[str, str]]:
+async def remove(pool: Pool, namespace: str, name: str, gone: Gone) -> list[tuple[str, str]]:
     """The TaskRun is gone: its record stops answering for the name, an unfinished run is
-    Cancelled, and its slot is freed. Returns the queues to refill."""
+    Cancelled, and its slot is freed (unless ``gone`` finds a TaskRun with its uid after
+    all). Returns the queues to refill."""
     async with pool.connection() as conn, conn.transaction():
-        return await _remove_on(conn, namespace, name)
+        removed, freed = await _remove_on(conn, namespace, name)
+        if removed and not await gone(removed):
+            raise psycopg.Rollback()
+        return freed
+    return []
 
 
 async def purge_removed(pool: Pool, older_than: timedelta) -> int:
@@ -275,31 +297,35 @@ async def purge_removed(pool: Pool, older_than: timedelta) -> int:
 
 
 async def unfinished(pool: Pool) -> list[tuple[str, str]]:
-    """(namespace, name) of every live unfinished run, for the periodic resync."""
+    """(namespace, name) of every live unfinished run, for the periodic resync; not those
+    waiting in line for a slot (the resync's walk of the queues admits them)."""
     return await names(
         pool,
         "SELECT namespace, name FROM runs WHERE phase NOT IN "
-        "('Succeeded', 'Failed', 'Cancelled', 'TimedOut') AND removed_at IS NULL",
+        "('Succeeded', 'Failed', 'Cancelled', 'TimedOut') AND removed_at IS NULL "
+        "AND NOT (phase = 'Queued' AND queued_at IS NOT NULL AND NOT holds_slot)",
     )
 
 
 async def claim_checkpoint_show(
     pool: Pool, run_id: UUID, seq: int, step: str, interval: timedelta
-) -> Run | None:
-    """Claim the right to show checkpoint ``seq`` in the TaskRun status.
+) -> tuple[str, str, datetime] | None:
+    """Claim the right to show checkpoint ``seq`` in the TaskRun status: (namespace, name,
+    the time it is shown from), or None when this caller should not write.
 
     At most one claim per run per ``interval`` succeeds, across every replica, and never
-    for an older checkpoint than the one shown. None when this caller should not write.
+    for an older checkpoint than the one shown.
     """
     async with pool.connection() as conn:
         cur = await conn.execute(
             "UPDATE runs SET shown_seq = %s, shown_step = %s, shown_at = clock_timestamp() "
             "WHERE id = %s AND shown_seq < %s AND removed_at IS NULL "
             "AND (shown_at IS NULL OR shown_at <= clock_timestamp() - %s::interval) "
-            f"RETURNING {_COLUMNS}",
+            "RETURNING namespace, name, shown_at",
             (seq, step, run_id, seq, interval),
         )
-        return _row(await cur.fetchone())
+        row = await cur.fetchone()
+    return (row["namespace"], row["name"], row["shown_at"]) if row else None
 
 
 async def shown_seq(pool: Pool, run_id: UUID) -> int | None:

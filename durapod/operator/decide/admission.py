@@ -4,33 +4,33 @@ pinned."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from durapod.durations import parse_duration
 from durapod.operator.decide import plans
 from durapod.operator.decide.plans import ADMIT_START, Event, Observed, Plan
-from durapod.resources.models import (
-    Phase,
-    payload_too_large,
-)
+from durapod.resources.models import Phase, TaskRunSpec, payload_too_large
 from durapod.store.runs import Change
 from durapod.timestamps import format_time, parse_time
 
 
-def not_before(o: Observed) -> datetime | None:
-    """When a delayed run (``spec.delay`` or ``spec.notBefore``) may start."""
-    if o.spec.not_before:
-        return parse_time(o.spec.not_before)
-    if o.spec.delay:
-        # From the record (sub-second; when the run was first recorded): a whole-second
-        # creationTimestamp would start a run up to a second early.
-        return o.record.created_at + parse_duration(o.spec.delay)
+def not_before(spec: TaskRunSpec, recorded: datetime, created: datetime) -> datetime | None:
+    """When a delayed run (``spec.delay`` or ``spec.notBefore``) may start.
+
+    ``delay`` counts from the TaskRun's creation: its record's sub-second time (a
+    whole-second creationTimestamp would start it up to a second early), unless the record
+    came late (no operator ran): then the creationTimestamp, a second on.
+    """
+    if spec.not_before:
+        return parse_time(spec.not_before)
+    if spec.delay:
+        return min(recorded, created + timedelta(seconds=1)) + parse_duration(spec.delay)
     return None
 
 
 def admit(o: Observed) -> Plan:
     r = o.record
-    start_at = not_before(o)
+    start_at = not_before(o.spec, o.record.created_at, o.created)
     if start_at is not None and start_at > o.now:
         if r.resume_at == start_at:
             return Plan(wake_at=start_at)
@@ -55,7 +55,8 @@ def admit(o: Observed) -> Plan:
         return plans.finish(
             o, Phase.FAILED, error=plans.run_error("InvalidTaskDefinition", message, "UnknownTask")
         )
-    if (too_large := payload_too_large(o.spec.payload)) is not None:
+    # The record's payload: what the runner gets (a spec edited since changes nothing).
+    if (too_large := payload_too_large(o.record.payload)) is not None:
         return plans.finish(o, Phase.FAILED, error=plans.run_error("PayloadTooLarge", too_large))
     if o.spec.idempotency_key and o.key_holder not in (None, o.name):
         message = f"idempotency key {o.spec.idempotency_key!r} belongs to run {o.key_holder}"

@@ -12,7 +12,8 @@ def finished(o: Observed) -> Plan:
     r = o.record
     expires = r.expires_at or ((r.finished_at or o.now) + plans.ttl(o))
     if o.now >= expires:
-        return Plan(delete_taskrun=True, delete_pod=plans.stray_pod(o))
-    if r.holds_slot or r.queued_at:  # a slot still held: give it to the next in line
+        return Plan(delete_taskrun=not o.deleting, delete_pod=plans.stray_pod(o))
+    if (r.holds_slot and not plans.pod_running(o)) or r.queued_at:
+        # A slot still held (its pod has ended now), or a place in line: let it go.
         return Plan(change=Change(release=True), refill=r.queue, delete_pod=plans.stray_pod(o))
     return Plan(delete_pod=plans.stray_pod(o), wake_at=expires)

@@ -60,6 +60,10 @@ class Observed:
     #: The pod was seen deleted (its last state, or absent from the API server).
     pod_deleted: bool = False
     child: Child | None = None
+    #: A pod ended in the namespace since this run's pod was refused by a ResourceQuota.
+    unblocked: bool = False
+    #: The TaskRun is being deleted (a finalizer holds it): its DELETED event will come.
+    deleting: bool = False
     #: How long a run naming an unknown TaskDefinition waits for it.
     unknown_task_grace: timedelta = timedelta(seconds=10)
 
@@ -125,6 +129,11 @@ def ttl(o: Observed) -> timedelta:
 def pod_alive(pod: Obj | None) -> bool:
     status = (pod or {}).get("status") or {}
     return pod is not None and status.get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_running(o: Observed) -> bool:
+    """The run's pod still runs (terminating included): it still holds its queue slot."""
+    return pod_alive(o.pod) and not o.pod_deleted
 
 
 def stray_pod(o: Observed) -> str | None:
@@ -193,7 +202,9 @@ def finish(
             "admit_as": None,
             **(also or {}),
         },
-        release=True,
+        # The slot goes back once no pod of the run runs: a cancelled pod terminating for
+        # its grace period still counts against the queue (the pod's end comes back here).
+        release=not pod_running(o),
         pod_outcome=(r.pods, pod_outcome or phase.value) if r.pods else None,
     )
     return Plan(
@@ -201,7 +212,7 @@ def finish(
         events=(Event(phase.value, message, warning=phase != Phase.SUCCEEDED),),
         delete_pod=stray_pod(o),
         notify_parent=o.spec.parent is not None,
-        refill=r.queue if r.holds_slot else None,
+        refill=r.queue if r.holds_slot and not pod_running(o) else None,
     )
 
 

@@ -14,9 +14,7 @@ from durapod.operator.decide.plans import (
     Observed,
     Plan,
 )
-from durapod.resources.models import (
-    Phase,
-)
+from durapod.resources.models import Phase
 from durapod.store.runs import Change
 
 
@@ -28,9 +26,16 @@ def queued(o: Observed) -> Plan:
         return Plan(refill=r.queue)
     admit_as = r.admit_as or ADMIT_START
     if admit_as == ADMIT_POD:  # its pod was refused by a ResourceQuota: try it again
+        if r.resume_at is not None and o.now < r.resume_at and not o.unblocked:
+            return Plan(wake_at=r.resume_at)  # no pod has ended since: wait a little
         return Plan(
             change=Change(
-                set={"phase": Phase.STARTING.value, "message": f"creating pod {o.pod_name}"}
+                set={
+                    "phase": Phase.STARTING.value,
+                    "admit_as": None,
+                    "resume_at": None,
+                    "message": f"creating pod {o.pod_name}",
+                }
             ),
             create_pod=True,
             remaining_seconds=plans.time_left(o, plans.pinned(o)),

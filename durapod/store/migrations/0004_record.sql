@@ -29,7 +29,17 @@ ALTER TABLE runs
     ADD COLUMN shown_step text,
     ADD COLUMN shown_at timestamptz;
 
+-- What the record takes over from the TaskRun status: the current pod and its machine.
+UPDATE runs SET pods = p.idx, machine = p.machine
+FROM (SELECT DISTINCT ON (run_id) run_id, idx, machine FROM pods ORDER BY run_id, idx DESC) p
+WHERE p.run_id = runs.id;
+
 -- A name stands for one live run: a TaskRun deleted and applied again is the new one.
+-- Older records of a name (from before this rule) stop answering for it.
+UPDATE runs SET removed_at = now()
+WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY namespace, name
+                                    ORDER BY created_at DESC, id DESC) AS n FROM runs) r
+             WHERE r.n > 1);
 DROP INDEX runs_namespace_name;
 CREATE UNIQUE INDEX runs_live_name ON runs (namespace, name) WHERE removed_at IS NULL;
 DROP INDEX runs_unfinished;
