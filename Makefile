@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup dev test lint crds clean bench
+.PHONY: setup dev test lint crds clean bench soak
 
 setup: $(STAMP)
 
@@ -31,3 +31,7 @@ clean:
 
 bench: setup
 	$(BIN)/python benchmarks/checkpoint_path.py
+
+# The chaos soak's long mode (a bounded run is part of `make test`); SEED=N replays one.
+soak: setup
+	$(BIN)/python benchmarks/soak.py --runs 300 $(if $(SEED),--seed $(SEED))

@@ -59,7 +59,7 @@ def floor(dsn: str, n: int) -> list[float]:
 async def seed(dsn: str) -> uuid.UUID:
     pool = await store.open_pool(dsn)
     run_id = uuid.uuid4()
-    run = await runs.ensure(
+    run, _ = await runs.ensure(
         pool,
         run_id=run_id,
         namespace="bench",

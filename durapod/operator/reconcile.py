@@ -38,7 +38,7 @@ MAX_STEPS = 12
 #: pod in its namespace ends first.
 QUOTA_RETRY = timedelta(seconds=5)
 #: Deleted pods whose last state is kept until their run has acted on it.
-MAX_GONE = 10_000
+MAX_DELETED_PODS = 10_000
 
 
 class Reconciler:
@@ -55,7 +55,7 @@ class Reconciler:
         self.kube = kube
         self._add, self._add_after = add, add_after
         #: The last state of pods seen deleted, by (namespace, name): their final status.
-        self._gone: dict[tuple[str, str], Obj] = {}
+        self._deleted_pods: dict[tuple[str, str], Obj] = {}
         #: Runs whose pod a ResourceQuota refused, by namespace: retried when a pod ends.
         self._blocked: dict[str, set[str]] = {}
         #: Blocked runs to try again at once: a pod ended since they were refused.
@@ -69,9 +69,11 @@ class Reconciler:
         if not run_name:
             return
         if event == "DELETED":
-            self._gone[(meta["namespace"], meta["name"])] = pod
-            while len(self._gone) > MAX_GONE:  # only recent deletions can still matter
-                del self._gone[next(iter(self._gone))]
+            self._deleted_pods[(meta["namespace"], meta["name"])] = pod
+            while (
+                len(self._deleted_pods) > MAX_DELETED_PODS
+            ):  # only recent deletions can still matter
+                del self._deleted_pods[next(iter(self._deleted_pods))]
         phase = (pod.get("status") or {}).get("phase")
         if event == "DELETED" or phase in ("Succeeded", "Failed"):
             for name in sorted(self._blocked.pop(meta["namespace"], set())):
@@ -98,7 +100,7 @@ class Reconciler:
     async def _gather(self, namespace: str, name: str) -> tuple[Observed | None, Obj]:
         run = await self.kube.get_taskrun(namespace, name)
         if run is None:
-            freed = await runs.remove(self.pool, namespace, name, self._gone_for(namespace, name))
+            freed = await runs.remove(self.pool, namespace, name, self._none_holds(namespace, name))
             for queue in freed:
                 self._add(("queue", *queue))
             return None, {}
@@ -115,7 +117,7 @@ class Reconciler:
                 task=spec.task,
                 payload=spec.payload,
                 tags=spec.tags,
-                gone=self._gone_for(namespace, name),
+                gone=self._none_holds(namespace, name),
             )
             for queue in freed:
                 self._add(("queue", *queue))
@@ -134,7 +136,7 @@ class Reconciler:
             if pod is not None and not _owned_by(pod, meta["uid"]):
                 pod = None  # a pod of an earlier TaskRun of the same name
             found["pod"] = pod
-            last = self._gone.get((namespace, pod_name)) if pod is None else None
+            last = self._deleted_pods.get((namespace, pod_name)) if pod is None else None
             if last is not None and _owned_by(last, meta["uid"]):
                 found.update(pod=last, pod_deleted=True)
             found["pod_records"] = tuple(await pod_records.for_run(self.pool, run_id))
@@ -154,7 +156,7 @@ class Reconciler:
         )
         return observed, run
 
-    def _gone_for(self, namespace: str, name: str) -> runs.Gone:
+    def _none_holds(self, namespace: str, name: str) -> runs.Gone:
         """Asked before records of this name are removed: is no TaskRun theirs now?"""
 
         async def gone(removed: list[UUID]) -> bool:
@@ -216,7 +218,7 @@ class Reconciler:
             record = moved
             self._unblocked.discard((o.namespace, o.name))
             if plan.change.pod_outcome is not None:  # judged: its last state is not needed
-                self._gone.pop((o.namespace, o.pod_name), None)
+                self._deleted_pods.pop((o.namespace, o.pod_name), None)
         # What follows the commit in other keys goes first: a failure below (a Conflict on
         # the status, an API server error) retries this run, but must not lose those.
         if plan.refill:
