@@ -1689,3 +1689,26 @@ def test_reported_pod_is_not_created_again(pod_rec: Obj, want: Expect) -> None:
     # The crash: create_pod succeeded, the operator died before ``pods.in_cluster``; the
     # pod ran, reported, and was deleted (node drain) before any operator looked again.
     check(decide(live(Phase.STARTING, None, pod_rec={"started_at": None} | pod_rec)), want)
+
+
+@pytest.mark.parametrize(
+    ("run_started", "want"),
+    [
+        pytest.param(None, NOW - timedelta(seconds=7), id="never seen running: the pod's start"),
+        pytest.param(
+            NOW - timedelta(seconds=9), None, id="seen running: its start stays as it was"
+        ),
+    ],
+)
+def test_a_run_ending_before_it_was_seen_running_keeps_when_it_started(
+    run_started: datetime | None, want: datetime | None
+) -> None:
+    o = live(
+        Phase.STARTING,
+        pod("Succeeded", exit_code=0),
+        run={"started_at": run_started},
+        pod_rec={"output": 1, "started_at": NOW - timedelta(seconds=7)},
+    )
+    plan = decide(o)
+    assert plan.change is not None and plan.change.set["phase"] == "Succeeded"
+    assert plan.change.set.get("started_at") == want

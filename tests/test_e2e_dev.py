@@ -49,9 +49,13 @@ def test_kubectl_apply_get_describe_delete_the_hello_example(dev: DevProcess) ->
 
     described = dev.kubectl("describe", "tr", "hello-1").stdout
     events = described[described.index("Events:") :]
-    # In the order they happened, though all came within a second (eventTime has µs).
+    # In the order they happened, though all came within a second. (A busy machine may
+    # see the pod only once it has ended: then there is no Running in between.)
     reasons = [line.split()[1] for line in events.splitlines()[3:] if line.strip()]
-    assert reasons == ["Queued", "PodCreated", "Running", "Succeeded"], events
+    assert reasons in (
+        ["Queued", "PodCreated", "Running", "Succeeded"],
+        ["Queued", "PodCreated", "Succeeded"],
+    ), events
     assert "durapod-operator" in events
 
     waited = dev.kubectl("wait", "--for=condition=Succeeded", "tr/hello-1", "--timeout=10s")

@@ -184,6 +184,9 @@ def finish(
 ) -> Plan:
     """End the run: its slot goes back, its pod (if still running) is stopped."""
     r = o.record
+    # A pod can end before any operator saw it running: its runner's start still counts.
+    started = [p.started_at for p in o.pod_records if p.started_at is not None]
+    begun = {"started_at": min(started)} if r.started_at is None and started else {}
     if phase == Phase.SUCCEEDED:
         message = "the task returned"
     else:
@@ -200,6 +203,7 @@ def finish(
             "resume_at": None,
             "waiting_for": None,
             "admit_as": None,
+            **begun,
             **(also or {}),
         },
         # The slot goes back once no pod of the run runs: a cancelled pod terminating for
