@@ -1,13 +1,15 @@
 """The chaos soak: many multi-step runs while everything that can die dies.
 
 ``durapod dev``'s stack (a private PostgreSQL, the stand-in cluster and kubelet, N operator
-and M API replicas as processes) runs ``tests.tasks:soak`` in three queues while the soak
+and M API replicas as processes) runs ``tests.tasks:soak`` in three queues (some runs
+sleeping durably, some waiting for a child run in a fourth queue) while the soak
 SIGKILLs pods mid-step, evicts pods through the eviction subresource, OOM-kills some
 (their first attempt holds too much memory), SIGKILLs operator replicas and an API
 replica, restarts PostgreSQL with ``-m immediate`` and terminates every backend. Faults
 are paced by the operators' progress (committed transitions), never by the clock, so a
 slow machine slows the faults down with the work. Then it checks, within a deadline:
-every run Succeeded; each step's idempotent side effect is there exactly once; no
+every run Succeeded with the output it should have; each step's idempotent side effect
+is there exactly once; no
 checkpointed step ran again; no queue held more pods than its limit at any sample; no pod
 name had two pods; every record agrees with its TaskRun status; no 5xx without
 Retry-After. ``python benchmarks/soak.py --runs 300 --seed N`` is the long mode; a failing
@@ -40,6 +42,8 @@ sys.path.insert(0, str(REPO))
 from durapod.dev.stack import Stack  # noqa: E402
 
 QUEUES = {"soak-a": 3, "soak-b": 3, "soak-c": 2}
+#: Child runs (``ctx.trigger_and_wait``) have a queue of their own.
+CHILD_QUEUE = ("soak-child", 2)
 FINISHED = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
 Obj = dict[str, Any]
 
@@ -55,6 +59,10 @@ class Config:
     seconds: float = 0.3
     #: Every this many runs, one's first attempt is OOM-killed.
     oom_every: int = 15
+    #: Every this many runs, one sleeps durably (Waiting, no pod) after its second step.
+    sleep_every: int = 5
+    #: Every this many runs, one waits for a child run after its third step.
+    child_every: int = 7
     #: Same-key trigger pairs (each must make one run).
     key_pairs: int = 10
     #: Faults of each kind (operator, pod and API replica kills, evictions).
@@ -75,6 +83,9 @@ class Report:
     missing_effects: list[str] = field(default_factory=list)
     doubled_effects: list[str] = field(default_factory=list)
     reexecuted: list[str] = field(default_factory=list)
+    wrong_outputs: list[str] = field(default_factory=list)
+    #: Durable sleeps and child runs the runs went through.
+    exercised: Counter[str] = field(default_factory=Counter)
     over_limit: list[str] = field(default_factory=list)
     doubled_pods: list[str] = field(default_factory=list)
     disagreements: list[str] = field(default_factory=list)
@@ -89,6 +100,7 @@ class Report:
             or self.missing_effects
             or self.doubled_effects
             or self.reexecuted
+            or self.wrong_outputs
             or self.over_limit
             or self.doubled_pods
             or self.disagreements
@@ -100,12 +112,14 @@ class Report:
         lines = [
             f"seed {self.seed}: {self.runs} runs, {dict(self.phases)} in {self.seconds:.0f}s",
             f"faults: {dict(self.faults)}; {self.samples} samples",
+            f"exercised: {dict(self.exercised)}",
         ]
         for name in (
             "stuck",
             "missing_effects",
             "doubled_effects",
             "reexecuted",
+            "wrong_outputs",
             "over_limit",
             "doubled_pods",
             "disagreements",
@@ -129,6 +143,7 @@ class Soak:
             apis=config.apis,
         )
         self.names: list[str] = []
+        self.expected: dict[str, Obj] = {}
         self.pod_uids: dict[str, set[str]] = defaultdict(set)
         self.http: httpx.AsyncClient | None = None
 
@@ -168,10 +183,12 @@ class Soak:
                 "at timestamptz NOT NULL DEFAULT clock_timestamp())"
             )
             conn.execute("CREATE TABLE soak_effects (key text PRIMARY KEY, run text, step text)")
-        for queue, limit in QUEUES.items():
+        for queue, limit in (*QUEUES.items(), CHILD_QUEUE):
             spec = {
                 "image": "durapod:dev",
-                "entrypoint": "tests.tasks:soak",
+                "entrypoint": "tests.tasks:double"
+                if queue == CHILD_QUEUE[0]
+                else "tests.tasks:soak",
                 "machine": "micro" if queue == "soak-c" else "small-1x",
                 "queue": {"name": queue, "concurrencyLimit": limit},
                 "retry": {
@@ -203,7 +220,20 @@ class Soak:
         }
         if queue == "soak-c" and i % self.config.oom_every == 2:
             payload["hog"] = 400  # over micro's 256Mi: killed; retried on small-1x
+        if i % self.config.sleep_every == 1:
+            payload["sleep"] = "1s"
+            self.report.exercised["sleep"] += 1
+        if i % self.config.child_every == 3:
+            payload["child"] = CHILD_QUEUE[0]
+            self.report.exercised["child"] += 1
+        payload["n"] = i
         return payload
+
+    def _expected(self, payload: Obj) -> Obj:
+        steps: list[Any] = [f"step-{k}" for k in range(1, payload["steps"] + 1)]
+        if payload.get("child"):
+            steps.insert(3, payload["n"] * 2)  # the child's output, before step 4
+        return {"steps": steps}
 
     async def _trigger(self) -> None:
         """Half the runs by kubectl-style creates, half over HTTP with idempotency keys,
@@ -231,6 +261,7 @@ class Soak:
                     again = await self._post_run(queue, payload, key)
                     assert again == name, f"same key, two runs: {name} and {again}"
             self.names.append(name)
+            self.expected[name] = self._expected(payload)
         self.report.runs = len(self.names)
 
     async def _post_run(self, task: str, payload: Obj, key: str) -> str:
@@ -386,18 +417,25 @@ class Soak:
         )
 
     async def _sample_forever(self) -> None:
-        """Pods alive per queue never over the limit; a pod name never has two pods."""
+        """Pods alive per queue never over the limit; a run never has two live pods; a pod
+        name never has two pods."""
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 response = await self.kube("GET", "/api/v1/namespaces/default/pods")
                 alive: Counter[str] = Counter()
+                per_run: Counter[str] = Counter()
                 for pod in response.json()["items"]:
                     meta = pod["metadata"]
                     self.pod_uids[meta["name"]].add(meta["uid"])
                     if (pod.get("status") or {}).get("phase") in ("Pending", "Running", None):
                         alive[meta["labels"].get("durapod.io/queue", "")] += 1
+                        per_run[meta["labels"].get("durapod.io/run", "")] += 1
+                self.report.doubled_pods.extend(
+                    f"{run}: {n} live pods at once" for run, n in per_run.items() if n > 1
+                )
+                limits = {**QUEUES, CHILD_QUEUE[0]: CHILD_QUEUE[1]}
                 for queue, count in alive.items():
-                    if count > QUEUES.get(queue, 0):
+                    if count > limits.get(queue, 0):
                         self.report.over_limit.append(f"{queue}: {count} pods")
                 self.report.samples += 1
             await asyncio.sleep(0.2)
@@ -443,14 +481,22 @@ class Soak:
     async def _check(self) -> None:
         report = self.report
         runs = await self._taskruns()
-        report.phases = Counter((r.get("status") or {}).get("phase", "") for r in runs)
+        ours = {r["metadata"]["name"]: r for r in runs if r["metadata"]["name"] in self.expected}
+        report.phases = Counter((r.get("status") or {}).get("phase", "") for r in ours.values())
+        report.wrong_outputs = [
+            f"{name}: {(run.get('status') or {}).get('output')}"
+            for name, run in sorted(ours.items())
+            if (run.get("status") or {}).get("output") != self.expected[name]
+        ]
         report.stuck = sorted(
             r["metadata"]["name"]
             for r in runs
             if (r.get("status") or {}).get("phase") not in FINISHED
         )
         report.disagreements = await self._disagreements()
-        report.doubled_pods = sorted(n for n, uids in self.pod_uids.items() if len(uids) > 1)
+        report.doubled_pods += sorted(
+            f"{n}: two pods of one name" for n, uids in self.pod_uids.items() if len(uids) > 1
+        )
         with self.db() as conn:
             counts = {
                 (run, step): n

@@ -122,13 +122,19 @@ def _soak_step(dsn: str, run: str, step: str, key: str, pod: str, seconds: float
 
 async def soak(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """The chaos soak's task: ``steps`` steps, each with an idempotent side effect; with
-    ``hog`` it holds that many MiB during its first attempt's middle step (an OOM kill)."""
+    ``hog`` it holds that many MiB during its first attempt's middle step (an OOM kill);
+    with ``sleep`` it sleeps durably after step 2; with ``child`` it waits for a child run
+    after step 3, and returns what the child returned."""
     import os
 
     pod = os.environ.get("DURAPOD_POD_INDEX", "?")
-    done = []
+    done: list[Any] = []
     for i in range(1, payload["steps"] + 1):
         name = f"step-{i}"
+        if i == 3 and payload.get("sleep"):
+            await ctx.sleep(payload["sleep"])
+        if i == 4 and payload.get("child"):
+            done.append(await ctx.trigger_and_wait(payload["child"], {"n": payload["n"]}))
         if payload.get("hog") and ctx.attempt == 1 and i == (payload["steps"] + 1) // 2:
             hog = b"x" * (payload["hog"] << 20)
             await asyncio.sleep(5.0)  # the kubelet's memory watchdog kills the pod meanwhile

@@ -1712,3 +1712,14 @@ def test_a_run_ending_before_it_was_seen_running_keeps_when_it_started(
     plan = decide(o)
     assert plan.change is not None and plan.change.set["phase"] == "Succeeded"
     assert plan.change.set.get("started_at") == want
+
+
+def test_a_pod_created_while_it_was_looked_for_is_not_taken_for_gone() -> None:
+    """Another replica's pod: absent when read, recorded in the cluster just after. Whether
+    it existed is what the records said before the pod was read: create it (a 409 finds
+    it), never resume past it, which would give the run two pods."""
+    o = live(Phase.STARTING, None, pod_rec={"in_cluster": True, "started_at": NOW}, known=False)
+    assert decide(o) == Plan(create_pod=True, remaining_seconds=None)
+    gone = live(Phase.STARTING, None, pod_rec={"in_cluster": True}, known=True)
+    plan = decide(gone)
+    assert plan.change is not None and plan.change.set["phase"] == Phase.RESUMING.value

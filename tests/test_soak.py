@@ -31,4 +31,5 @@ def test_a_chaos_soak_loses_nothing_and_runs_nothing_twice(
     assert report.faults["postgres"] == 1 and report.faults["backends"] == 1, report.faults
     assert report.faults["operator"] >= 3 and report.faults["evict"] >= 3, report.faults
     assert report.faults["pod"] >= 3 and report.faults["oom"] >= 1, report.faults
+    assert report.exercised["sleep"] >= 5 and report.exercised["child"] >= 5, report.exercised
     assert report.samples > 20

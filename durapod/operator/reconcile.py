@@ -129,8 +129,14 @@ class Reconciler:
         if phase == Phase.PENDING:
             found.update(await self._definition(run, spec, record, now))
         if record.pods:
-            # The pod before its records: a runner reports before its pod ends, so a pod seen
-            # ended has its report in the records read after it.
+            # Records, pod, and records again if the pod has ended: whether the pod existed
+            # is known from before it was read (a pod created since is absent, not gone),
+            # and what it reported from after (a runner reports before its pod ends).
+            before = await pod_records.for_run(self.pool, run_id)
+            current = [p for p in before if p.idx == record.pods]
+            found["known"] = bool(current) and (
+                current[0].in_cluster or current[0].started_at is not None
+            )
             pod_name = pods.pod_name(name, record.pods)
             pod = await self.kube.get_pod(namespace, pod_name)
             if pod is not None and not _owned_by(pod, meta["uid"]):
@@ -139,7 +145,10 @@ class Reconciler:
             last = self._deleted_pods.get((namespace, pod_name)) if pod is None else None
             if last is not None and _owned_by(last, meta["uid"]):
                 found.update(pod=last, pod_deleted=True)
-            found["pod_records"] = tuple(await pod_records.for_run(self.pool, run_id))
+            phase_now = ((found["pod"] or {}).get("status") or {}).get("phase")
+            ended = pod is None or phase_now in ("Succeeded", "Failed")
+            after = await pod_records.for_run(self.pool, run_id) if ended else before
+            found["pod_records"] = tuple(after)
         if phase == Phase.WAITING and record.waiting_for:
             found["child"] = await self._child(namespace, record.waiting_for)
         observed = Observed(

@@ -59,6 +59,10 @@ class Observed:
     pod: Obj | None = None
     #: The pod was seen deleted (its last state, or absent from the API server).
     pod_deleted: bool = False
+    #: Did the current pod's record say, before the pod was read, that it exists or ran?
+    #: (Read after, it could say so of a pod created since: absent then is not gone.)
+    #: None: as ``pod_records`` say.
+    known: bool | None = None
     child: Child | None = None
     #: A pod ended in the namespace since this run's pod was refused by a ResourceQuota.
     unblocked: bool = False
@@ -75,6 +79,13 @@ class Observed:
     def pod_record(self) -> PodRecord | None:
         current = [p for p in self.pod_records if p.idx == self.record.pods]
         return current[0] if current else None
+
+    @property
+    def pod_known(self) -> bool:
+        if self.known is not None:
+            return self.known
+        record = self.pod_record
+        return record is not None and (record.in_cluster or record.started_at is not None)
 
     @property
     def pod_name(self) -> str:

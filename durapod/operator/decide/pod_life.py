@@ -27,7 +27,7 @@ def live(o: Observed) -> Plan:
         machine = r.machine or plans.pinned(o).machine
         return Plan(change=Change(new_pod=NewPod(r.pods, max(r.attempt, 1), o.pod_name, machine)))
     reported = {"output": record.output, "error": record.error, "suspend": record.suspend}
-    existed = record.in_cluster or record.started_at is not None or any(reported.values())
+    existed = o.pod_known or any(reported.values())
     if not existed and o.pod is None and not o.pod_deleted:
         # Maybe never created (a crash came before): create it, or find it (409). A pod
         # that reported or ran did exist, even if a crash kept in_cluster from being set.
