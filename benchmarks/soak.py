@@ -31,7 +31,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psycopg
@@ -93,20 +93,23 @@ class Report:
     samples: int = 0
     seconds: float = 0.0
 
+    #: The violations: each must be empty.
+    VIOLATIONS: ClassVar[tuple[str, ...]] = (
+        "stuck",
+        "missing_effects",
+        "doubled_effects",
+        "reexecuted",
+        "wrong_outputs",
+        "over_limit",
+        "doubled_pods",
+        "disagreements",
+        "bare_5xx",
+    )
+
     @property
     def ok(self) -> bool:
-        return not (
-            self.stuck
-            or self.missing_effects
-            or self.doubled_effects
-            or self.reexecuted
-            or self.wrong_outputs
-            or self.over_limit
-            or self.doubled_pods
-            or self.disagreements
-            or self.bare_5xx
-            or self.phases.get("Succeeded", 0) != self.runs
-        )
+        clean = not any(getattr(self, name) for name in self.VIOLATIONS)
+        return clean and self.phases.get("Succeeded", 0) == self.runs
 
     def summary(self) -> str:
         lines = [
@@ -114,17 +117,7 @@ class Report:
             f"faults: {dict(self.faults)}; {self.samples} samples",
             f"exercised: {dict(self.exercised)}",
         ]
-        for name in (
-            "stuck",
-            "missing_effects",
-            "doubled_effects",
-            "reexecuted",
-            "wrong_outputs",
-            "over_limit",
-            "doubled_pods",
-            "disagreements",
-            "bare_5xx",
-        ):
+        for name in self.VIOLATIONS:
             found = getattr(self, name)
             lines.append(f"{name}: {len(found)} {found[:10] if found else ''}")
         return "\n".join(lines)
