@@ -11,8 +11,10 @@ writes them), else the pod's ServiceAccount token::
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -43,6 +45,15 @@ class NotFound(DurapodError):
 
 class InvalidRequest(DurapodError):
     """400/413/422: a bad payload or option; nothing was created."""
+
+
+class Unavailable(DurapodError):
+    """503: the API cannot reach its database; nothing was created. Try again after
+    ``retry_after`` seconds (the clients do so themselves, ``retries`` times)."""
+
+    def __init__(self, status: int, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(status, detail)
+        self.retry_after = retry_after
 
 
 class WaitTimeout(DurapodError):
@@ -167,6 +178,10 @@ def _result(response: httpx.Response) -> Any:
             detail = response.json().get("detail") or response.text
         except ValueError:
             detail = response.text
+        if response.status_code == 503:
+            retry_after = response.headers.get("retry-after", "1")
+            wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 1.0
+            raise Unavailable(503, detail, wait)
         raise _ERRORS.get(response.status_code, DurapodError)(response.status_code, detail)
     return response.json()
 
@@ -185,7 +200,11 @@ class _Base(Generic[HttpT]):
         token: str | None = None,
         namespace: str = "default",
         timeout: float = 60.0,
+        retries: int = 5,
     ) -> None:
+        """``retries``: how often a 503 (nothing was created) is tried again, after the
+        ``Retry-After`` it came with; then ``Unavailable`` is raised."""
+        self.retries = retries
         base, headers = _settings(url, token)
         self._http: HttpT = self.http_class(base_url=base, headers=headers, timeout=timeout)
         self._calls = _Calls(namespace)
@@ -197,9 +216,16 @@ class Client(_Base[httpx.Client]):
     http_class = httpx.Client
 
     def _send(self, call: Call) -> Any:
-        return _result(
-            self._http.request(call.method, call.path, json=call.json, params=call.params)
-        )
+        for retry in range(self.retries + 1):
+            try:
+                return _result(
+                    self._http.request(call.method, call.path, json=call.json, params=call.params)
+                )
+            except Unavailable as exc:
+                if retry == self.retries:
+                    raise
+                time.sleep(exc.retry_after)
+        raise AssertionError("unreachable")
 
     def trigger(
         self, task: str, payload: Any = None, *, namespace: str | None = None, **options: Any
@@ -254,9 +280,18 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     http_class = httpx.AsyncClient
 
     async def _send(self, call: Call) -> Any:
-        return _result(
-            await self._http.request(call.method, call.path, json=call.json, params=call.params)
-        )
+        for retry in range(self.retries + 1):
+            try:
+                return _result(
+                    await self._http.request(
+                        call.method, call.path, json=call.json, params=call.params
+                    )
+                )
+            except Unavailable as exc:
+                if retry == self.retries:
+                    raise
+                await asyncio.sleep(exc.retry_after)
+        raise AssertionError("unreachable")
 
     async def trigger(
         self, task: str, payload: Any = None, *, namespace: str | None = None, **options: Any

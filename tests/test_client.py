@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from durapod.client import AsyncClient, Client, NotFound
+from durapod.client import AsyncClient, Client, NotFound, Unavailable
 
 URL = "http://durapod.test"
 PAGE = {
@@ -51,11 +51,17 @@ QUEUES = {
 class Api:
     """Answers like the durapod API and records each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, unavailable: int = 0) -> None:
         self.requests: list[httpx.Request] = []
+        #: Answer this many requests 503 first (the API's database away).
+        self.unavailable = unavailable
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        if self.unavailable:
+            self.unavailable -= 1
+            body = {"detail": "the database is unavailable; retry later"}
+            return httpx.Response(503, json=body, headers={"Retry-After": "0"})
         assert request.headers["Authorization"] == "Bearer secret"
         path = request.url.path
         if path.startswith("/v1/namespaces/gone/"):
@@ -70,7 +76,7 @@ class Api:
         return [(r.method, r.url.path, dict(r.url.params)) for r in self.requests]
 
 
-def _sync(api: Api) -> Client:
+def _sync(api: Api, **options: Any) -> Client:
     class Http(httpx.Client):
         def __init__(self, **options: Any) -> None:
             super().__init__(transport=httpx.MockTransport(api), **options)
@@ -78,10 +84,10 @@ def _sync(api: Api) -> Client:
     class Mocked(Client):
         http_class = Http
 
-    return Mocked(URL, "secret", namespace="team-a")
+    return Mocked(URL, "secret", namespace="team-a", **options)
 
 
-def _async(api: Api) -> AsyncClient:
+def _async(api: Api, **options: Any) -> AsyncClient:
     class Http(httpx.AsyncClient):
         def __init__(self, **options: Any) -> None:
             super().__init__(transport=httpx.MockTransport(api), **options)
@@ -89,7 +95,7 @@ def _async(api: Api) -> AsyncClient:
     class Mocked(AsyncClient):
         http_class = Http
 
-    return Mocked(URL, "secret", namespace="team-a")
+    return Mocked(URL, "secret", namespace="team-a", **options)
 
 
 EXPECTED_REQUESTS = [
@@ -153,3 +159,18 @@ def test_async_client_raises_typed_errors() -> None:
 
     with pytest.raises(NotFound, match='namespace "gone" not found'):
         asyncio.run(go())
+
+
+def test_a_503_is_tried_again_after_its_retry_after_then_raised_typed() -> None:
+    api = Api(unavailable=2)
+    with _sync(api) as durapod:
+        assert durapod.queues() == QUEUES["queues"]  # the third try got through
+    assert len(api.requests) == 3
+
+    async def go() -> None:
+        async with _async(Api(unavailable=10), retries=2) as durapod:
+            await durapod.queues()
+
+    with pytest.raises(Unavailable, match="database is unavailable") as raised:
+        asyncio.run(go())
+    assert raised.value.status == 503 and raised.value.retry_after == 0
