@@ -22,6 +22,7 @@ import httpx
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster
 from durapod.dev.kubelet import Kubelet
+from durapod.operator.pods import LABEL_RUN, run_label
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -174,7 +175,7 @@ class DevProcess:
 
     def pods_of(self, run: str, namespace: str = "default") -> list[dict[str, Any]]:
         listing = self.get(
-            f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"durapod.io/run={run}"
+            f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"{LABEL_RUN}={run_label(run)}"
         )
         return list(listing["items"])
 

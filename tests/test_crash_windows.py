@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from durapod.operator.kube import Kube
+from durapod.operator.kube import Kube, PodRejected
 from durapod.store import queues
 from durapod.timestamps import now_stamp
 from tests.helpers import LocalCluster
@@ -314,5 +314,36 @@ def test_a_finishing_run_hands_its_slot_on(stack: Stack, conflict: bool) -> None
                 assert ("queue", NS, "one") in replica.added[mark:], replica.added[mark:]
             finally:
                 await replica.stop()
+
+    asyncio.run(scenario())
+
+
+class RefusingKube(Kube):
+    """An API server that refuses every pod as invalid (422), as a real one refuses a pod
+    whose spec it cannot accept."""
+
+    async def create_pod(self, manifest: Any) -> bool:
+        name = manifest["metadata"]["name"]
+        raise PodRejected(f'Pod "{name}" is invalid: spec.containers[0].image: Required value')
+
+
+def test_a_pod_the_api_server_refuses_fails_the_run_with_the_reason(stack: Stack) -> None:
+    """A 422 on the pod is permanent: the run ends Failed saying so, with its slot given
+    back, rather than retrying forever."""
+
+    async def scenario() -> None:
+        async with observing(stack) as seen:
+            await seen.trigger("r", TASK, {"n": 1})
+            replica = await Replica.start(stack, RefusingKube)
+            try:
+                await replica.drive(["r"], lambda: seen.finished("r", "Failed"), "the run to fail")
+            finally:
+                await replica.stop()
+            error = (await seen.status("r"))["error"]
+            assert error["type"] == "PodRejected"
+            assert "the API server refused pod r-1" in error["message"]
+            assert "spec.containers[0].image: Required value" in error["message"]
+            record = await seen.record("r")
+            assert record is not None and not record.holds_slot and record.phase == "Failed"
 
     asyncio.run(scenario())

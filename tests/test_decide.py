@@ -1723,3 +1723,27 @@ def test_a_pod_created_while_it_was_looked_for_is_not_taken_for_gone() -> None:
     gone = live(Phase.STARTING, None, pod_rec={"in_cluster": True}, known=True)
     plan = decide(gone)
     assert plan.change is not None and plan.change.set["phase"] == Phase.RESUMING.value
+
+
+def test_a_status_read_back_after_its_merge_patch_agrees_with_the_record() -> None:
+    """Nulls inside objects (an error without traceback, an output holding null) vanish
+    in a merge patch: the status read back must still agree, or it is patched forever."""
+    from durapod.operator import projection
+
+    rec = admitted(
+        Phase.FAILED,
+        error={"type": "PodRejected", "message": "no"},
+        output={"a": None, "b": [None, {"c": None}]},
+        finished_at=FINISHED_AT,
+    )
+    written = projection.status(rec)
+
+    def merged(value: Any) -> Any:  # what the API server stores for a merge patch
+        if isinstance(value, dict):
+            return {k: merged(v) for k, v in value.items() if v is not None}
+        return [merged(v) for v in value] if isinstance(value, list) else value
+
+    stored = merged(written)
+    assert written["error"]["traceback"] is None and "traceback" not in stored["error"]
+    assert projection.patch(stored, rec) == {}
+    assert projection.patch({**stored, "phase": "Running"}, rec) == {"phase": "Failed"}

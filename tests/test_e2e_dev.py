@@ -149,3 +149,26 @@ def test_the_resume_example_carries_on_after_kubectl_delete_pod(dev: DevProcess)
     later = dev.kubectl("logs", status["podName"]).stdout
     for step in (s for s in status["output"]["steps"] if s["pod"] == pod):
         assert f"step {step['step']} done" not in later
+
+
+def test_runs_with_long_names_get_valid_labels_and_each_finds_its_own_pod(
+    dev: DevProcess,
+) -> None:
+    """Label values hold 63 bytes (the stand-in refuses more, as a real server does): a
+    run of 100 characters labels its pod with a shortened, hashed value and keeps its
+    full name in an annotation; two such runs sharing a long prefix stay apart."""
+    prefix = "a-rather-long-name-for-a-run-" * 3
+    names = [f"{prefix}{tail}".ljust(100, "x")[:99] + tail for tail in ("1", "2")]
+    assert all(len(n) == 100 for n in names) and names[0][:63] == names[1][:63]
+    dev.apply(
+        definition("twice", "tests.tasks:double"),
+        *(taskrun(name, "twice", {"n": i}) for i, name in enumerate(names, 1)),
+    )
+    for i, name in enumerate(names, 1):
+        run = dev.wait_phase(name, "Succeeded", "Failed", timeout=90)
+        assert (run["status"]["phase"], run["status"]["output"]) == ("Succeeded", 2 * i)
+        [pod] = dev.pods_of(name)  # the label finds exactly this run's pod
+        assert pod["metadata"]["name"] == f"{name}-1"
+        label = pod["metadata"]["labels"]["durapod.io/run"]
+        assert len(label) <= 63 and label != name
+        assert pod["metadata"]["annotations"]["durapod.io/run-name"] == name

@@ -26,6 +26,10 @@ class QuotaExceeded(Exception):
     """The API server refused a pod for a ResourceQuota (403 "exceeded quota")."""
 
 
+class PodRejected(Exception):
+    """The API server refused the pod as invalid (422): trying again changes nothing."""
+
+
 class Conflict(Exception):
     """The object changed since it was read: read it again and decide again."""
 
@@ -102,6 +106,8 @@ class Kube(Resources):
                 return False
             if code(exc) == 403 and "exceeded quota" in str(exc.status.message):
                 raise QuotaExceeded(str(exc.status.message)) from exc
+            if code(exc) == 422:
+                raise PodRejected(str(exc.status.message)) from exc
             raise
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -16,9 +17,35 @@ LABEL_ATTEMPT = "durapod.io/attempt"
 LABEL_QUEUE = "durapod.io/queue"
 
 
+#: The run's full name, when its label value had to be shortened.
+ANNOTATION_RUN = "durapod.io/run-name"
+
+
+def _shortened(name: str, limit: int) -> str:
+    """``name`` if it fits ``limit``, else its start and a hash of the whole (distinct
+    names stay distinct, and the result stays a valid name or label value)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - 11]}-{digest}"
+
+
+def run_label(run_name: str) -> str:
+    """The ``durapod.io/run`` label value of a run's pods: label values hold 63 bytes."""
+    return _shortened(run_name, 63)
+
+
 def pod_name(run_name: str, index: int) -> str:
     """One name per pod index: creating it twice is a 409, never a second pod."""
-    return f"{run_name[:240]}-{index}"
+    suffix = f"-{index}"
+    return _shortened(run_name, 253 - len(suffix)) + suffix
+
+
+def run_of(pod: dict[str, Any]) -> str | None:
+    """The name of the run a pod belongs to (None: not a run's pod)."""
+    meta = pod["metadata"]
+    full = (meta.get("annotations") or {}).get(ANNOTATION_RUN)
+    return full or (meta.get("labels") or {}).get(LABEL_RUN)
 
 
 def build(
@@ -77,8 +104,9 @@ def build(
         "metadata": {
             "name": pod_name(meta["name"], index),
             "namespace": meta["namespace"],
+            "annotations": {ANNOTATION_RUN: meta["name"]},
             "labels": {
-                LABEL_RUN: meta["name"],
+                LABEL_RUN: run_label(meta["name"]),
                 LABEL_TASK: run["spec"]["task"],
                 LABEL_ATTEMPT: str(attempt),
                 LABEL_QUEUE: definition.queue.name,

@@ -77,7 +77,16 @@ def status(record: Run) -> Obj:
     return projected
 
 
+def _pruned(value: Any) -> Any:
+    """A value as it reads back after a merge patch: nulls inside objects are no keys."""
+    if isinstance(value, dict):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def patch(current: Obj | None, record: Run) -> Obj:
     """The merge patch that makes ``current`` (a TaskRun status) match the record."""
     current = current or {}
-    return {k: v for k, v in status(record).items() if current.get(k) != v}
+    return {k: v for k, v in status(record).items() if _pruned(current.get(k)) != _pruned(v)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -21,9 +22,9 @@ from pydantic import ValidationError
 
 from durapod.durations import parse_duration
 from durapod.operator import pods, projection
-from durapod.operator.decide import Child, Observed, Plan, admission, decide
+from durapod.operator.decide import Child, Observed, Plan, admission, decide, plans
 from durapod.operator.decide.plans import ADMIT_POD
-from durapod.operator.kube import Conflict, Kube, QuotaExceeded
+from durapod.operator.kube import Conflict, Kube, PodRejected, QuotaExceeded
 from durapod.operator.settings import Settings
 from durapod.resources.models import DEFAULT_KEY_TTL, Phase, TaskDefinitionSpec, TaskRunSpec
 from durapod.store import Pool, idempotency, queues, runs
@@ -65,7 +66,7 @@ class Reconciler:
 
     def pod_seen(self, event: str, pod: Obj) -> None:
         meta = pod["metadata"]
-        run_name = (meta.get("labels") or {}).get(pods.LABEL_RUN)
+        run_name = pods.run_of(pod)
         if not run_name:
             return
         if event == "DELETED":
@@ -230,12 +231,7 @@ class Reconciler:
                 self._deleted_pods.pop((o.namespace, o.pod_name), None)
         # What follows the commit in other keys goes first: a failure below (a Conflict on
         # the status, an API server error) retries this run, but must not lose those.
-        if plan.refill:
-            self._add(("queue", o.namespace, plan.refill))
-        if plan.notify_parent and o.spec.parent is not None:
-            self._add(("run", o.namespace, o.spec.parent.name))
-        if plan.wake_at is not None:
-            self._add_after(key, (plan.wake_at - utcnow()).total_seconds())
+        self._follow_up(o, plan)
         if plan.mark_in_cluster:
             await pod_records.in_cluster(self.pool, record.id, record.pods)
         if plan.delete_pod:
@@ -249,6 +245,15 @@ class Reconciler:
             await self.kube.delete_taskrun(o.namespace, o.name)
             self._add(key)  # gone now: its record is removed on the next look
         return plan.change is not None
+
+    def _follow_up(self, o: Observed, plan: Plan) -> None:
+        """The keys a committed plan wakes: its queue, its parent run, its own timer."""
+        if plan.refill:
+            self._add(("queue", o.namespace, plan.refill))
+        if plan.notify_parent and o.spec.parent is not None:
+            self._add(("run", o.namespace, o.spec.parent.name))
+        if plan.wake_at is not None:
+            self._add_after(("run", o.namespace, o.name), (plan.wake_at - utcnow()).total_seconds())
 
     async def _create_pod(
         self, run: Obj, o: Observed, record: runs.Run, remaining: float | None
@@ -273,6 +278,18 @@ class Reconciler:
             }
             moved = await runs.transition(self.pool, record, runs.Change(set=values))
             await self._event(run, "QuotaExceeded", f"pod {name} waits: {why}", warning=True)
+            return moved or record
+        except PodRejected as exc:
+            # Permanent: the pod as built cannot exist (a definition the API server refuses).
+            error = plans.run_error("PodRejected", f"the API server refused pod {name}: {exc}")
+            failed = plans.finish(
+                replace(o, record=record), Phase.FAILED, error=error, pod_outcome="Crashed"
+            )
+            assert failed.change is not None
+            moved = await runs.transition(self.pool, record, failed.change)
+            self._follow_up(o, failed)
+            for event in failed.events:
+                await self._event(run, event.reason, event.message, event.warning)
             return moved or record
         if not created:  # 409: ours (a retried create), or an earlier TaskRun's, terminating
             existing = await self.kube.get_pod(o.namespace, name)

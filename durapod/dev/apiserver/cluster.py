@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from durapod.dev.apiserver import errors, patching, schema
+from durapod.dev.apiserver import errors, metadata, patching, schema
 from durapod.dev.apiserver.registry import Registry, ResourceType
 from durapod.dev.apiserver.storage import Obj, Storage
 
@@ -431,6 +431,9 @@ class Cluster:
             )
 
     def _admit(self, rt: ResourceType, body: Obj, opts: Options) -> tuple[Obj, list[str]]:
+        meta = body.get("metadata") or {}
+        if causes := metadata.problems(meta):
+            raise errors.invalid(rt.kind, rt.group, meta.get("name", ""), causes)
         if rt.plural == "secrets" and body.get("stringData"):
             # stringData is write-only: the server merges it into data, base64-encoded.
             data = body.setdefault("data", {})
