@@ -98,8 +98,15 @@ def test_an_evicted_pod_resumes_without_spending_an_attempt(dev: DevProcess, eff
     assert _count(effects, "evict-1") == {f"step-{i}": 1 for i in range(1, 6)}
     pods = _pod_rows(dev.env()["DATABASE_URL"], run["metadata"]["uid"])
     assert [(p["attempt"], p["outcome"]) for p in pods] == [(1, "Evicted"), (1, "Succeeded")]
-    described = dev.kubectl("describe", "tr", "evict-1").stdout
-    assert "Evicted" in described and "EvictionByEvictionAPI" in described
+    # Events are best-effort (posted after the transition): wait for it, within a bound.
+    described = wait_for(
+        lambda: (
+            (out := dev.kubectl("describe", "tr", "evict-1").stdout) and "Evicted" in out and out
+        ),
+        30,
+        "the Evicted event",
+    )
+    assert "EvictionByEvictionAPI" in described
 
 
 def test_an_oom_kill_retries_on_the_next_larger_machine(dev: DevProcess) -> None:

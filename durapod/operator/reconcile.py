@@ -11,6 +11,7 @@ committed before the pod is created, so no attempt ever gets two pods.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,6 +39,8 @@ MAX_STEPS = 12
 #: How long a run whose pod a ResourceQuota refused waits before it tries again, unless a
 #: pod in its namespace ends first.
 QUOTA_RETRY = timedelta(seconds=5)
+#: Pauses between the tries of an Event post (None: the last try).
+EVENT_RETRIES = (0.2, 1.0, None)
 #: Deleted pods whose last state is kept until their run has acted on it.
 MAX_DELETED_PODS = 10_000
 
@@ -313,11 +316,17 @@ class Reconciler:
             await self.kube.patch_run_status(run, patch)
 
     async def _event(self, run: Obj, reason: str, message: str, warning: bool = False) -> None:
-        """Events are best-effort: a failed post never aborts a transition."""
-        try:
-            await self.kube.event(run, reason, message, warning)
-        except Exception as exc:
-            log.warning("event %s on %s: %s", reason, run["metadata"]["name"], exc)
+        """Events are best-effort: a failed post is tried twice more, then given up on;
+        it never aborts a transition."""
+        for pause in EVENT_RETRIES:
+            try:
+                await self.kube.event(run, reason, message, warning)
+                return
+            except Exception as exc:
+                if pause is None:
+                    log.warning("event %s on %s: %s", reason, run["metadata"]["name"], exc)
+                    return
+            await asyncio.sleep(pause)
 
     # -- queues -----------------------------------------------------------------------
 
