@@ -41,8 +41,8 @@ MAX_STEPS = 12
 QUOTA_RETRY = timedelta(seconds=5)
 #: Pauses between the tries of an Event post (None: the last try).
 EVENT_RETRIES = (0.2, 1.0, None)
-#: Deleted pods whose last state is kept until their run has acted on it.
-MAX_DELETED_PODS = 10_000
+#: Pods whose last seen state is kept until their run has acted on it.
+MAX_LAST_PODS = 10_000
 
 
 class Reconciler:
@@ -58,8 +58,8 @@ class Reconciler:
         self.pool = pool
         self.kube = kube
         self._add, self._add_after = add, add_after
-        #: The last state of pods seen deleted, by (namespace, name): their final status.
-        self._deleted_pods: dict[tuple[str, str], Obj] = {}
+        #: The last state seen of each pod, by (namespace, name), until its run judged it.
+        self._last_pods: dict[tuple[str, str], Obj] = {}
         #: Runs whose pod a ResourceQuota refused, by namespace: retried when a pod ends.
         self._blocked: dict[str, set[str]] = {}
         #: Blocked runs to try again at once: a pod ended since they were refused.
@@ -72,12 +72,12 @@ class Reconciler:
         run_name = pods.run_of(pod)
         if not run_name:
             return
-        if event == "DELETED":
-            self._deleted_pods[(meta["namespace"], meta["name"])] = pod
-            while (
-                len(self._deleted_pods) > MAX_DELETED_PODS
-            ):  # only recent deletions can still matter
-                del self._deleted_pods[next(iter(self._deleted_pods))]
+        # Its last state: a pod gone before it is read is judged from it (why it went).
+        key = (meta["namespace"], meta["name"])
+        self._last_pods.pop(key, None)
+        self._last_pods[key] = pod
+        while len(self._last_pods) > MAX_LAST_PODS:  # only recent pods can still matter
+            del self._last_pods[next(iter(self._last_pods))]
         phase = (pod.get("status") or {}).get("phase")
         if event == "DELETED" or phase in ("Succeeded", "Failed"):
             for name in sorted(self._blocked.pop(meta["namespace"], set())):
@@ -146,8 +146,8 @@ class Reconciler:
             if pod is not None and not _owned_by(pod, meta["uid"]):
                 pod = None  # a pod of an earlier TaskRun of the same name
             found["pod"] = pod
-            last = self._deleted_pods.get((namespace, pod_name)) if pod is None else None
-            if last is not None and _owned_by(last, meta["uid"]):
+            last = self._last_pods.get((namespace, pod_name)) if pod is None else None
+            if last is not None and _owned_by(last, meta["uid"]) and _going(last):
                 found.update(pod=last, pod_deleted=True)
             phase_now = ((found["pod"] or {}).get("status") or {}).get("phase")
             ended = pod is None or phase_now in ("Succeeded", "Failed")
@@ -231,7 +231,7 @@ class Reconciler:
             record = moved
             self._unblocked.discard((o.namespace, o.name))
             if plan.change.pod_outcome is not None:  # judged: its last state is not needed
-                self._deleted_pods.pop((o.namespace, o.pod_name), None)
+                self._last_pods.pop((o.namespace, o.pod_name), None)
         # What follows the commit in other keys goes first: a failure below (a Conflict on
         # the status, an API server error) retries this run, but must not lose those.
         self._follow_up(o, plan)
@@ -356,3 +356,14 @@ class Reconciler:
 def _owned_by(pod: Obj, uid: str) -> bool:
     owners = pod["metadata"].get("ownerReferences")
     return owners is None or any(o.get("uid") == uid for o in owners)
+
+
+def _going(pod: Obj) -> bool:
+    """A last state that says why the pod went (ended, deleted, disrupted); a pod last
+    seen just created and absent now was not created yet, as far as this read goes."""
+    status = pod.get("status") or {}
+    return bool(
+        status.get("phase") in ("Succeeded", "Failed")
+        or pod["metadata"].get("deletionTimestamp")
+        or any(c.get("type") == "DisruptionTarget" for c in status.get("conditions") or [])
+    )
