@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from durapod.dev.postgres import PostgresServer
-from tests.helpers import LocalCluster
+from durapod.resources import crds
+from tests.helpers import TOKEN, LocalCluster
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,17 @@ def node_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path, kubelet=True)
     yield cluster
     cluster.close()
+
+
+@pytest.fixture
+def kube_api(local_cluster: LocalCluster) -> Iterator[httpx.Client]:
+    """An admin HTTP client of the stand-in API server, with durapod's CRDs registered."""
+    with httpx.Client(
+        base_url=local_cluster.url, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        for manifest in crds.all_crds():
+            created = client.post(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=manifest
+            )
+            assert created.status_code == 201, created.text
+        yield client

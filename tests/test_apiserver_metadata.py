@@ -6,27 +6,15 @@ update, for built-in kinds and custom resources alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from durapod.resources import crds
-from tests.helpers import TOKEN, LocalCluster
+from tests.helpers import LocalCluster
 
 PODS = "/api/v1/namespaces/default/pods"
 TR = "/apis/durapod.io/v1/namespaces/default/taskruns"
-
-
-@pytest.fixture
-def api(local_cluster: LocalCluster) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=local_cluster.url, headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
-        for manifest in crds.all_crds():
-            client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=manifest)
-        yield client
 
 
 def _pod(name: str, **meta: Any) -> dict[str, Any]:
@@ -95,16 +83,16 @@ def _pod(name: str, **meta: Any) -> dict[str, Any]:
     ],
 )
 def test_invalid_metadata_is_a_422_naming_the_field(
-    api: httpx.Client, meta: dict[str, Any], field: str, message: str
+    kube_api: httpx.Client, meta: dict[str, Any], field: str, message: str
 ) -> None:
     for path, body in ((PODS, _pod("p", **meta)), (TR, _tr("t", **meta))):
-        response = api.post(path, json=body)
+        response = kube_api.post(path, json=body)
         assert response.status_code == 422, response.text
         status = response.json()
         causes = status["details"]["causes"]
         assert any(c["field"] == field and c["message"].startswith(message) for c in causes), causes
         assert f"{field}: {message}" in status["message"]
-    assert api.get(PODS).json()["items"] == [] and api.get(TR).json()["items"] == []
+    assert kube_api.get(PODS).json()["items"] == [] and kube_api.get(TR).json()["items"] == []
 
 
 def _tr(name: str, **meta: Any) -> dict[str, Any]:
@@ -116,27 +104,27 @@ def _tr(name: str, **meta: Any) -> dict[str, Any]:
     }
 
 
-def test_valid_metadata_at_the_limits_is_accepted(api: httpx.Client) -> None:
+def test_valid_metadata_at_the_limits_is_accepted(kube_api: httpx.Client) -> None:
     meta = {
         "labels": {"example.com/MyName": "v" * 63, "empty": "", "a_b.c-d": "My_value.1"},
         "annotations": {"Example.com/Key": "x" * (256 * 1024 - 40)},
         "finalizers": ["example.com/keep"],
     }
-    assert api.post(PODS, json=_pod("p", **meta)).status_code == 201
+    assert kube_api.post(PODS, json=_pod("p", **meta)).status_code == 201
 
 
 def test_an_update_that_breaks_metadata_is_refused_and_changes_nothing(
-    api: httpx.Client,
+    kube_api: httpx.Client,
 ) -> None:
-    assert api.post(TR, json=_tr("t")).status_code == 201
-    patched = api.patch(
+    assert kube_api.post(TR, json=_tr("t")).status_code == 201
+    patched = kube_api.patch(
         f"{TR}/t",
         json={"metadata": {"labels": {"run": "x" * 70}}},
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert patched.status_code == 422, patched.text
     assert patched.json()["details"]["causes"][0]["field"] == "metadata.labels"
-    assert "run" not in (api.get(f"{TR}/t").json()["metadata"].get("labels") or {})
+    assert "run" not in (kube_api.get(f"{TR}/t").json()["metadata"].get("labels") or {})
 
 
 def test_kubectl_prints_the_refusal_as_for_a_real_server(local_cluster: LocalCluster) -> None:
