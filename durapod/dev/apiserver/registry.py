@@ -60,24 +60,49 @@ class ResourceType:
                 "kind": self.kind,
                 "verbs": ["get", "patch", "update"],
             }
-            if sub == "log":
-                entry.update(kind="Pod", verbs=["get"])
-            elif sub == "eviction":
-                entry.update(kind="Eviction", group="policy", version="v1", verbs=["create"])
-            elif sub == "binding":
-                entry.update(kind="Binding", verbs=["create"])
+            entry.update(_SUBRESOURCE_KINDS.get(sub, {}))
             entries.append(entry)
         return entries
+
+
+#: Subresources whose kind or verbs differ from their parent's, as discovery shows them.
+_SUBRESOURCE_KINDS: dict[str, dict[str, Any]] = {
+    "log": {"kind": "Pod", "verbs": ["get"]},
+    "eviction": {"kind": "Eviction", "group": "policy", "version": "v1", "verbs": ["create"]},
+    "binding": {"kind": "Binding", "verbs": ["create"]},
+    "token": {
+        "kind": "TokenRequest",
+        "group": "authentication.k8s.io",
+        "version": "v1",
+        "verbs": ["create"],
+    },
+    "scale": {"kind": "Scale", "group": "autoscaling", "version": "v1"},
+    "finalize": {"verbs": ["update"]},
+}
+_REVIEW = ("create",)
 
 
 def _core(plural: str, kind: str, namespaced: bool = True, **extra: Any) -> ResourceType:
     return ResourceType("", "v1", plural, kind.lower(), kind, namespaced, **extra)
 
 
+def _grouped(
+    group: str, plural: str, kind: str, namespaced: bool = True, **extra: Any
+) -> ResourceType:
+    return ResourceType(group, "v1", plural, kind.lower(), kind, namespaced, **extra)
+
+
+#: The built-in kinds durapod, its chart, kubectl and Helm touch (their schemas come from
+#: the upstream OpenAPI definitions; see ``builtins``).
 BUILTINS: tuple[ResourceType, ...] = (
     _core(
-        "namespaces", "Namespace", namespaced=False, short_names=("ns",), subresources=("status",)
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("status", "finalize"),
     ),
+    _core("nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",)),
     _core(
         "pods",
         "Pod",
@@ -88,8 +113,71 @@ BUILTINS: tuple[ResourceType, ...] = (
     _core("events", "Event", short_names=("ev",)),
     _core("secrets", "Secret"),
     _core("configmaps", "ConfigMap", short_names=("cm",)),
-    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _core("serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)),
     _core("resourcequotas", "ResourceQuota", short_names=("quota",), subresources=("status",)),
+    _core(
+        "services",
+        "Service",
+        short_names=("svc",),
+        categories=("all",),
+        subresources=("status",),
+    ),
+    _core("endpoints", "Endpoints", short_names=("ep",)),
+    _grouped(
+        "apps",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        categories=("all",),
+        subresources=("status", "scale"),
+    ),
+    _grouped(
+        "apps",
+        "replicasets",
+        "ReplicaSet",
+        short_names=("rs",),
+        categories=("all",),
+        subresources=("status", "scale"),
+    ),
+    _grouped(
+        "apps",
+        "statefulsets",
+        "StatefulSet",
+        short_names=("sts",),
+        categories=("all",),
+        subresources=("status", "scale"),
+    ),
+    _grouped("batch", "jobs", "Job", categories=("all",), subresources=("status",)),
+    ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        True,
+        short_names=("hpa",),
+        categories=("all",),
+        subresources=("status",),
+    ),
+    _grouped("rbac.authorization.k8s.io", "roles", "Role"),
+    _grouped("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
+    _grouped("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", namespaced=False),
+    _grouped(
+        "rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
+    ),
+    _grouped(
+        "policy",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        short_names=("pdb",),
+        subresources=("status",),
+    ),
+    _grouped("networking.k8s.io", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
+    _grouped(
+        "networking.k8s.io", "ingresses", "Ingress", short_names=("ing",), subresources=("status",)
+    ),
+    _grouped("coordination.k8s.io", "leases", "Lease"),
+    _grouped("events.k8s.io", "events", "Event", short_names=("ev",)),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",
@@ -100,14 +188,29 @@ BUILTINS: tuple[ResourceType, ...] = (
         short_names=("crd", "crds"),
         subresources=("status",),
     ),
-    ResourceType(
-        "authentication.k8s.io",
-        "v1",
-        "tokenreviews",
-        "tokenreview",
-        "TokenReview",
+    _grouped("authentication.k8s.io", "tokenreviews", "TokenReview", False, verbs=_REVIEW),
+    _grouped(
+        "authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", False, verbs=_REVIEW
+    ),
+    _grouped(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
         False,
-        verbs=("create",),
+        verbs=_REVIEW,
+    ),
+    _grouped(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        False,
+        verbs=_REVIEW,
+    ),
+    _grouped(
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        verbs=_REVIEW,
     ),
 )
 
