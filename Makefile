@@ -31,6 +31,7 @@ clean:
 
 bench: setup
 	$(BIN)/python benchmarks/checkpoint_path.py
+	$(BIN)/python benchmarks/standin_memory.py
 
 # The chaos soak's long mode (a bounded run is part of `make test`); SEED=N replays one.
 soak: setup

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from durapod import auth
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster
 from durapod.dev.kubelet import Kubelet
@@ -71,6 +72,33 @@ class LocalCluster:
 
     async def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return asyncio.create_task(coro)
+
+    def pod_token(self, namespace: str, pod: str, audience: str = auth.AUDIENCE) -> str:
+        """A token bound to pod ``namespace/pod`` (made here if absent), as the kubelet
+        asks for a projected ServiceAccount token."""
+        with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            created = api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
+            assert created.status_code in (201, 409), created.text
+            manifest = {
+                "metadata": {"name": pod},
+                "spec": {"containers": [{"name": "task", "image": "durapod:dev"}]},
+            }
+            made = api.post(f"/api/v1/namespaces/{namespace}/pods", json=manifest)
+            assert made.status_code in (201, 409), made.text
+            uid = api.get(f"/api/v1/namespaces/{namespace}/pods/{pod}").json()["metadata"]["uid"]
+            request = {
+                "spec": {
+                    "audiences": [audience],
+                    "expirationSeconds": 600,
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid},
+                }
+            }
+            answer = api.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/default/token", json=request
+            )
+            assert answer.status_code == 201, answer.text
+            token: str = answer.json()["status"]["token"]
+            return token
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)

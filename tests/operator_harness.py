@@ -43,7 +43,6 @@ from durapod.store import pods as pod_records
 from durapod.store import runs
 from tests.helpers import TOKEN, LocalCluster, wait_for
 
-SECRET = "harness-run-secret"
 API_TOKEN = "harness-api-token"
 NS = "default"
 Obj = dict[str, Any]
@@ -88,7 +87,6 @@ class ApiProcess:
                 env={
                     **os.environ,
                     "DATABASE_URL": dsn,
-                    "DURAPOD_RUN_TOKEN_SECRET": SECRET,
                     "DURAPOD_API_TOKENS": API_TOKEN,
                     "KUBECONFIG": str(kubeconfig),
                 },
@@ -131,9 +129,7 @@ class Stack:
         return self.cluster.kubeconfig
 
     def settings(self, **overrides: Any) -> Settings:
-        return Settings(
-            database_url=self.dsn, api_url=self.api.url, run_token_secret=SECRET, **overrides
-        )
+        return Settings(database_url=self.dsn, api_url=self.api.url, **overrides)
 
     def pod_logs(self, run: str, namespace: str = NS) -> list[Path]:
         """One log file per pod the kubelet ever started for the run (by pod uid)."""

@@ -29,7 +29,6 @@ import psycopg
 import pytest
 
 from durapod import store
-from durapod.auth import run_token
 from durapod.dev.apiserver.cluster import Cluster, Options
 from durapod.dev.postgres import PostgresServer, free_port
 from durapod.resources import crds
@@ -38,7 +37,6 @@ from durapod.store import runs
 from tests.conftest import open_dir
 from tests.helpers import TOKEN, LocalCluster, definition, wait_for
 
-SECRET = "outage-run-secret"
 API_TOKEN = "outage-api-token"
 HOOK_SECRET = "outage-hook-secret"
 NS = "/v1/namespaces/default"
@@ -102,7 +100,6 @@ class Api:
             env={
                 **os.environ,
                 "DATABASE_URL": dsn,
-                "DURAPOD_RUN_TOKEN_SECRET": SECRET,
                 "DURAPOD_API_TOKENS": API_TOKEN,
                 "DURAPOD_DATABASE_TIMEOUT": "1",
                 "KUBECONFIG": str(cluster.kubeconfig),
@@ -166,7 +163,8 @@ def test_with_postgres_down_requests_get_503_and_a_retried_key_makes_one_run(
     before = api.client.post(f"{NS}/tasks/double/runs", json={"payload": {"n": 1}})
     assert before.status_code == 202
     existing = before.json()["name"]
-    token = run_token(SECRET, before.json()["id"], "default")
+    # Any pod's token: with the database down, which run it speaks for cannot be looked up.
+    token = cluster.pod_token("default", f"{existing}-1")
     taskruns = {r["metadata"]["name"] for r in _taskruns(cluster)}
     keyed = {"payload": {"n": 2}, "idempotencyKey": "order-1"}
     with outage(pg):
@@ -246,7 +244,7 @@ def test_the_api_starts_while_postgres_is_down_and_is_ready_once_it_is_up(
 
 
 def test_a_runner_write_during_an_outage_lands_once_after_recovery(
-    api: Api, pg: PostgresServer
+    api: Api, pg: PostgresServer, cluster: LocalCluster
 ) -> None:
     dsn = pg.dsn("outage_api")
 
@@ -267,7 +265,7 @@ def test_a_runner_write_during_an_outage_lands_once_after_recovery(
             await pool.close()
 
     run_id = asyncio.run(seed())
-    token = run_token(SECRET, str(run_id), "default")
+    token = cluster.pod_token("default", "w-1-1")
     failures: list[BaseException] = []
     journal = RunApi(api.url, str(run_id), token, 1)
 

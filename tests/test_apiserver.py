@@ -228,9 +228,7 @@ def test_watch_from_an_expired_version_sends_410(
     local_cluster: LocalCluster, kube_api: httpx.Client
 ) -> None:
     def shrink(cluster: Any) -> None:
-        from collections import deque
-
-        cluster.storage.history = deque(maxlen=2)
+        cluster.storage.history_changes = 2
 
     local_cluster.read(shrink)
     for i in range(4):
@@ -286,10 +284,10 @@ def test_table_output_uses_printer_columns(kube_api: httpx.Client) -> None:
     ).json()
     assert table["kind"] == "Table"
     names = [c["name"] for c in table["columnDefinitions"]]
-    assert names[:6] == ["Name", "Task", "Phase", "Attempt", "Age", "Duration"]
+    assert names[:7] == ["Name", "Task", "Phase", "Reason", "Attempt", "Age", "Duration"]
     cells = table["rows"][0]["cells"]
-    assert cells[:4] == ["r1", "hello", "Running", 2] and cells[5] is None
-    assert cells[4].endswith("s")
+    assert cells[:5] == ["r1", "hello", "Running", None, 2] and cells[6] is None
+    assert cells[5].endswith("s")
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
 
 

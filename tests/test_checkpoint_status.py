@@ -56,7 +56,7 @@ def test_three_replicas_write_last_checkpoint_at_most_once_a_second_and_show_the
 def test_an_event_changing_only_the_status_starts_no_reconcile() -> None:
     """The status is written from the record (lastCheckpoint by one replica, the rest by
     any): an event that changed only it is no news. Spec and metadata changes are."""
-    settings = Settings("postgresql://unused", "http://unused", "secret")
+    settings = Settings("postgresql://unused", "http://unused")
     operator = Operator(settings, None, None)  # type: ignore[arg-type]
     added: list[tuple[str, str, str]] = []
     operator.queue.add = added.append  # type: ignore[method-assign]

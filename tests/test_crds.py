@@ -41,7 +41,7 @@ def test_taskrun_printer_columns_names_and_status_subresource() -> None:
     assert names["shortNames"] == ["tr"] and names["categories"] == ["durapod"]
     version = _version(TaskRun)
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Task", "Phase", "Attempt", "Age", "Duration"]
+    assert columns == ["Task", "Phase", "Reason", "Attempt", "Age", "Duration"]
     assert version["subresources"] == {"status": {}}
     assert crds.crd(TaskDefinition)["spec"]["names"]["shortNames"] == ["td"]
     assert crds.crd(TaskSchedule)["spec"]["names"]["shortNames"] == ["ts"]

@@ -98,6 +98,7 @@ _PENDING = Run(
     resume_at=None,
     waiting_for=None,
     message="",
+    reason=None,
     transitioned_at=CREATED,
     duplicate_of=None,
     created_at=CREATED,
@@ -1197,6 +1198,133 @@ def test_live_run_without_its_pod_record_adds_it() -> None:
 )
 def test_pod_running(o: Observed, want: Expect) -> None:
     check(decide(o), want)
+
+
+# -- a pod that cannot start ------------------------------------------------------------------
+
+UNSCHEDULABLE = "0/1 nodes are available: 1 Insufficient memory."
+
+
+def stuck(condition: str | None = None, waiting: str | None = None) -> Obj:
+    """A Pending pod 1 that the scheduler cannot place, or whose container waits."""
+    current = pod("Pending")
+    if condition is not None:
+        current["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": condition,
+                "message": UNSCHEDULABLE,
+            }
+        ]
+    if waiting is not None:
+        state = {"waiting": {"reason": waiting, "message": 'Back-off pulling image "nope:1"'}}
+        current["status"]["containerStatuses"] = [{"name": "task", "state": state}]
+    return current
+
+
+#: Pod 1's record was made two minutes ago; the default startDeadline is 10m.
+START_DEADLINE = NOW + timedelta(minutes=8)
+
+
+@pytest.mark.parametrize(
+    ("o", "want"),
+    [
+        pytest.param(
+            live(Phase.STARTING, stuck("Unschedulable")),
+            Expect(
+                values={"reason": "Unschedulable"},
+                events=("Unschedulable",),
+                wake_at=START_DEADLINE,
+            ),
+            id="a pod no node can hold: the run says so and wakes at its start deadline",
+        ),
+        pytest.param(
+            live(Phase.STARTING, stuck("Unschedulable"), run={"reason": "Unschedulable"}),
+            Expect(wake_at=START_DEADLINE, events=()),
+            id="said once: no second transition or Event",
+        ),
+        pytest.param(
+            live(Phase.RESUMING, stuck(waiting="ImagePullBackOff"), run={"reason": "ErrImagePull"}),
+            Expect(
+                values={"reason": "ImagePullBackOff"},
+                events=("ImagePullBackOff",),
+                wake_at=START_DEADLINE,
+            ),
+            id="an image that cannot be pulled: ErrImagePull, then ImagePullBackOff",
+        ),
+        pytest.param(
+            live(
+                Phase.STARTING,
+                stuck("Unschedulable"),
+                pod_rec={"created_at": NOW - timedelta(minutes=10)},
+            ),
+            ended(
+                Phase.FAILED,
+                "StartDeadlineExceeded",
+                values={"reason": "Unschedulable"},
+                pod_outcome=(1, "NotStarted"),
+                release=False,
+                delete_pod="report-1",
+            ),
+            id="still unschedulable at the deadline: Failed, its pod deleted, the slot "
+            "kept until the pod is gone",
+        ),
+        pytest.param(
+            live(
+                Phase.STARTING,
+                stuck(waiting="ErrImagePull"),
+                run={"definition": pinned(startDeadline="1m")},
+            ),
+            ended(
+                Phase.FAILED,
+                "StartDeadlineExceeded",
+                values={"reason": "ErrImagePull"},
+                pod_outcome=(1, "NotStarted"),
+                release=False,
+                delete_pod="report-1",
+            ),
+            id="the TaskDefinition's startDeadline counts, not the default",
+        ),
+        pytest.param(
+            live(Phase.STARTING, stuck(waiting="ContainerCreating")),
+            Expect(events=()),
+            id="a pod on its way (ContainerCreating) rests",
+        ),
+        pytest.param(
+            live(
+                Phase.STARTING, pod("Running"), run={"reason": "Unschedulable", "started_at": None}
+            ),
+            Expect(
+                phase=Phase.RUNNING,
+                values={"reason": None, "started_at": NOW},
+                pod_started=1,
+                events=("Running",),
+            ),
+            id="a pod that gets a node after all runs and the reason goes",
+        ),
+    ],
+)
+def test_pod_cannot_start(o: Observed, want: Expect) -> None:
+    check(decide(o), want)
+
+
+def test_cannot_start_says_why_and_when() -> None:
+    plan = decide(live(Phase.STARTING, stuck("Unschedulable")))
+    assert plan.change is not None
+    message = plan.change.set["message"]
+    assert UNSCHEDULABLE in message
+    assert format_time(START_DEADLINE) in message
+    failed = decide(
+        live(
+            Phase.STARTING, stuck("Unschedulable"), pod_rec={"created_at": NOW - timedelta(hours=1)}
+        )
+    )
+    assert failed.change is not None
+    error = failed.change.set["error"]
+    assert error["reason"] == "Unschedulable"
+    assert "did not start within its startDeadline of 10m" in error["message"]
+    assert UNSCHEDULABLE in error["message"]
 
 
 # -- Retrying -------------------------------------------------------------------------------

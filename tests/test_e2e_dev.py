@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def _finished(dev: DevProcess, name: str) -> str:
     )
 
 
+def columns(table: list[str], name: str) -> dict[str, str]:
+    """The cells of ``name``'s row of a ``kubectl get`` table, by header (blank cells too)."""
+    header = table[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    row = next(line for line in table if line.startswith(f"{name} "))
+    bounds = zip(starts, [*starts[1:], None], strict=True)
+    return {header.split()[i]: row[a:b].strip() for i, (a, b) in enumerate(bounds)}
+
+
 def test_kubectl_apply_get_describe_delete_the_hello_example(dev: DevProcess) -> None:
     applied = dev.kubectl("apply", "-f", str(REPO / "examples/hello/")).stdout
     assert "taskdefinition.durapod.io/hello created" in applied
@@ -37,9 +47,10 @@ def test_kubectl_apply_get_describe_delete_the_hello_example(dev: DevProcess) ->
     assert _finished(dev, "hello-1") == "Succeeded"
 
     table = dev.kubectl("get", "tr").stdout.splitlines()
-    assert table[0].split() == ["NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION"]
-    row = next(line.split() for line in table if line.startswith("hello-1 "))
-    assert row[:4] == ["hello-1", "hello", "Succeeded", "1"]
+    assert table[0].split() == ["NAME", "TASK", "PHASE", "REASON", "ATTEMPT", "AGE", "DURATION"]
+    row = columns(table, "hello-1")
+    assert (row["TASK"], row["PHASE"], row["ATTEMPT"]) == ("hello", "Succeeded", "1")
+    assert row["REASON"] in ("", "<none>")
 
     run = yaml.safe_load(dev.kubectl("get", "tr", "hello-1", "-o", "yaml").stdout)
     assert run["status"]["output"] == {"greeting": "Hello, world!", "attempt": 1}

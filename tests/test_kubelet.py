@@ -19,7 +19,7 @@ PODS = "/api/v1/namespaces/default/pods"
 def _pod(name: str, code: str, memory: str | None = None, grace: int = 30) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "main",
-        "image": "local",
+        "image": "durapod:dev",
         "command": ["python", "-c", code],
         "env": [
             {"name": "GREETING", "value": "hi"},

@@ -14,16 +14,17 @@ import httpx
 import pytest
 
 from durapod import store
-from durapod.auth import run_token
+from durapod.api.pod_tokens import CACHE_SECONDS
 from durapod.dev.postgres import free_port
 from durapod.store import checkpoints, pods, runs
-from tests.helpers import wait_for
+from tests.helpers import TOKEN, LocalCluster, wait_for
 
-SECRET = "test-secret"
+#: Each run's pod token (its pod is r<i>-1 in team-a), made by the ``api`` fixture.
+_TOKENS: dict[uuid.UUID, str] = {}
 
 
 @pytest.fixture
-def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
+def api(database: str, local_cluster: LocalCluster) -> Iterator[tuple[str, list[uuid.UUID]]]:
     async def seed() -> list[uuid.UUID]:
         store.migrate(database)
         pool = await store.open_pool(database)
@@ -52,10 +53,12 @@ def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
         return ids
 
     ids = asyncio.run(seed())
+    for i, run_id in enumerate(ids):
+        _TOKENS[run_id] = local_cluster.pod_token("team-a", f"r{i}-1")
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "DATABASE_URL": database, "DURAPOD_RUN_TOKEN_SECRET": SECRET},
+        env={**os.environ, "DATABASE_URL": database, "KUBECONFIG": str(local_cluster.kubeconfig)},
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -71,32 +74,63 @@ def api(database: str) -> Iterator[tuple[str, list[uuid.UUID]]]:
     process.wait(10)
 
 
-def _auth(run_id: uuid.UUID, namespace: str = "team-a", secret: str = SECRET) -> dict[str, str]:
-    return {"Authorization": f"Bearer {run_token(secret, str(run_id), namespace)}"}
+def _auth(run_id: uuid.UUID) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_TOKENS[run_id]}"}
 
 
-def test_a_run_token_reads_its_own_run(api: tuple[str, list[uuid.UUID]]) -> None:
+def test_a_pod_token_reads_its_own_run(api: tuple[str, list[uuid.UUID]]) -> None:
     url, (first, _) = api
     response = httpx.get(f"{url}/internal/v1/runs/{first}/context", headers=_auth(first))
     assert response.status_code == 200
     assert response.json()["payload"] == {"n": 0} and response.json()["name"] == "r0"
 
 
-def test_a_run_token_cannot_read_another_run(api: tuple[str, list[uuid.UUID]]) -> None:
+def test_a_pod_token_cannot_read_another_run(
+    api: tuple[str, list[uuid.UUID]], local_cluster: LocalCluster
+) -> None:
     url, (first, second) = api
     response = httpx.get(f"{url}/internal/v1/runs/{second}/context", headers=_auth(first))
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
-    forged = httpx.get(
-        f"{url}/internal/v1/runs/{second}/context", headers=_auth(second, namespace="team-b")
+
+    def status(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.get(f"{url}/internal/v1/runs/{second}/context", headers=headers).status_code
+
+    # The same pod name in another namespace is another pod: not this run's.
+    assert status(local_cluster.pod_token("team-b", "r1-1")) == 401
+    # A token for the Kubernetes API (its audience) is no durapod token.
+    kube_audience = "https://kubernetes.default.svc.cluster.local"
+    assert status(local_cluster.pod_token("team-a", "r1-1", audience=kube_audience)) == 401
+    assert status("not-a-token") == 401
+    assert httpx.get(f"{url}/internal/v1/runs/{second}/context").status_code == 401
+
+
+def test_a_deleted_pods_token_is_refused(
+    api: tuple[str, list[uuid.UUID]], local_cluster: LocalCluster
+) -> None:
+    """The token is bound to the pod: once the pod is gone the API server says it is not
+    valid, and the API refuses it (after its few seconds of caching)."""
+    url, (first, _) = api
+    endpoint = f"{url}/internal/v1/runs/{first}/context"
+    assert httpx.get(endpoint, headers=_auth(first)).status_code == 200
+    with httpx.Client(
+        base_url=local_cluster.url, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as kube:
+        gone = kube.delete("/api/v1/namespaces/team-a/pods/r0-1")
+        assert gone.status_code == 200, gone.text
+    wait_for(
+        lambda: httpx.get(endpoint, headers=_auth(first)).status_code == 401,
+        CACHE_SECONDS + 30,
+        "the deleted pod's token to be refused",
     )
-    assert forged.status_code == 403
-    wrong_secret = httpx.get(
-        f"{url}/internal/v1/runs/{second}/context", headers=_auth(second, secret="guess")
-    )
-    assert wrong_secret.status_code == 403
-    missing = httpx.get(f"{url}/internal/v1/runs/{second}/context")
-    assert missing.status_code == 403
+
+
+def test_a_pod_reports_only_its_own_outcome(api: tuple[str, list[uuid.UUID]]) -> None:
+    url, (first, _) = api
+    endpoint = f"{url}/internal/v1/runs/{first}/outcome"
+    other_pod = httpx.post(endpoint, json={"pod": 2, "output": 1}, headers=_auth(first))
+    assert other_pod.status_code == 403
 
 
 def _read(database: str, query: Any) -> Any:
@@ -119,7 +153,7 @@ def test_outcome_reports_are_validated_and_stored(
     assert httpx.post(endpoint, content=b"{nope", headers=_auth(first)).status_code == 400
     assert post({"pod": 1, "error": {"type": "X"}}).status_code == 400
     assert post({"pod": 1, "output": 1, "error": {}}).status_code == 400
-    assert post({"pod": 9, "output": {"ok": True}}).status_code == 409
+    assert post({"pod": 9, "output": {"ok": True}}).status_code == 403  # not its pod
     assert post({"pod": 1, "output": {"ok": True}}).status_code == 204
     record = _read(database, lambda pool: pods.get(pool, first, 1))
     assert record.output == {"ok": True} and record.error is None

@@ -23,6 +23,7 @@ from durapod.api import runner_routes, runs_routes, webhooks
 from durapod.api.auth import Authenticator
 from durapod.api.database import Database, down
 from durapod.api.kube import Kube
+from durapod.api.pod_tokens import PodTokens
 from durapod.api.problems import Problem
 from durapod.api.settings import Settings
 from durapod.api.triggering import Triggers
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ready = db.ready
         app.state.authenticator = Authenticator(settings.api_tokens, app.state.kube)
         app.state.triggers = Triggers(db, app.state.kube)
+        app.state.pod_tokens = PodTokens(app.state.kube, db)
         try:
             yield
         finally:

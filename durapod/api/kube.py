@@ -10,6 +10,7 @@ from typing import Any, cast
 from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.core_v1 import Secret
 
+from durapod import auth
 from durapod.kubeclient import Resources, TaskRunResource
 from durapod.resources.models import Phase
 
@@ -64,6 +65,28 @@ class Kube(Resources):
         secret = await self._get(Secret, namespace, name)
         value = ((secret or {}).get("data") or {}).get(key)
         return base64.b64decode(value) if value is not None else None
+
+    async def review_pod_token(self, token: str) -> tuple[str, str] | None:
+        """(namespace, pod name) of a pod-bound ServiceAccount token for durapod's
+        audience, by TokenReview; None when the API server does not accept it."""
+        review = TokenReview.from_dict(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token, "audiences": [auth.AUDIENCE]},
+            }
+        )
+        result = await self.client.create(cast(TokenReview, review))
+        status = result.status
+        if status is None or not status.authenticated or status.user is None:
+            return None
+        if auth.AUDIENCE not in (status.audiences or []):
+            return None
+        prefix, _, rest = (status.user.username or "").partition("system:serviceaccount:")
+        pod_names = (status.user.extra or {}).get(auth.POD_NAME_EXTRA) or []
+        if prefix or ":" not in rest or len(pod_names) != 1:
+            return None
+        return rest.split(":", 1)[0], pod_names[0]
 
     async def review_token(self, token: str) -> str | None:
         """The user a ServiceAccount (or other) token belongs to, by TokenReview."""

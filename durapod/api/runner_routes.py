@@ -19,9 +19,9 @@ from starlette.responses import Response
 
 from durapod import store
 from durapod.api.database import Database
+from durapod.api.pod_tokens import Caller, PodTokens
 from durapod.api.problems import Problem
 from durapod.api.triggering import create_record
-from durapod.auth import verify_run_token
 from durapod.resources.models import DEFAULT_CHECKPOINT_BYTES
 from durapod.store import checkpoints, pods, runs
 
@@ -35,19 +35,23 @@ async def _pool(request: Request) -> store.Pool:
     return await db.pool()
 
 
-def _authorised_run(request: Request) -> tuple[UUID, str]:
-    """The run id of the URL and the namespace the caller's token was minted for."""
+async def _authorised_run(request: Request) -> Caller:
+    """The pod behind the bearer token, if it is a pod of the run the URL names."""
     raw_id = request.path_params["run_id"]
     try:
         run_id = UUID(raw_id)
     except ValueError as exc:
         raise Problem(404, "Not Found", f"no run {raw_id!r}") from exc
     header = request.headers.get("authorization", "")
-    token = header.removeprefix("Bearer ")
-    secret: str = request.app.state.settings.run_token_secret
-    if not header.startswith("Bearer ") or not verify_run_token(secret, str(run_id), token):
-        raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
-    return run_id, token.partition(".")[0]
+    if not header.startswith("Bearer "):
+        raise Problem(401, "Unauthorized", "a pod's durapod token is required")
+    tokens: PodTokens = request.app.state.pod_tokens
+    caller = await tokens.caller(header.removeprefix("Bearer "))
+    if caller is None:
+        raise Problem(401, "Unauthorized", "the token is not a live pod's durapod token")
+    if caller.run_id != run_id:
+        raise Problem(403, "Forbidden", f"this pod's token may not access run {run_id}")
+    return caller
 
 
 async def _json_body(request: Request, limit: int = HARD_CHECKPOINT_LIMIT + 4096) -> Any:
@@ -79,15 +83,15 @@ def _run_exists(run_id: UUID) -> Iterator[None]:
 
 async def context(request: Request) -> Response:
     """What a new pod starts from: payload, attempt, checkpoint limit, every checkpoint."""
-    run_id, namespace = _authorised_run(request)
+    caller = await _authorised_run(request)
+    run_id, namespace = caller.run_id, caller.namespace
     pool = await _pool(request)
     run = await runs.get(pool, run_id)
     if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
-    if (index := request.query_params.get("pod", "")).isdigit():
-        # Proof the pod exists and runs, whatever happens to the operator meanwhile: a pod
-        # deleted before any operator saw it is judged gone, never created again.
-        await pods.in_cluster(pool, run_id, int(index), running=True)
+    # Proof the pod exists and runs, whatever happens to the operator meanwhile: a pod
+    # deleted before any operator saw it is judged gone, never created again.
+    await pods.in_cluster(pool, run_id, caller.pod, running=True)
     limit = (run.definition or {}).get("checkpointSizeLimit", DEFAULT_CHECKPOINT_BYTES)
     stored = await checkpoints.for_run(pool, run_id)
     body = {
@@ -107,7 +111,7 @@ async def context(request: Request) -> Response:
 
 async def record_checkpoint(request: Request) -> Response:
     """A completed step: ``{"step", "seq", "output"}``. Writing it again changes nothing."""
-    run_id, _ = _authorised_run(request)
+    run_id = (await _authorised_run(request)).run_id
     body = await _json_body(request)
     step, seq = _field(body, "step", str), _field(body, "seq", int)
     if not step or seq < 0 or "output" not in body:
@@ -122,7 +126,7 @@ async def record_checkpoint(request: Request) -> Response:
 
 async def save_state(request: Request) -> Response:
     """``ctx.checkpoint(state)``: ``{"seq", "state"}``; a stale write never wins."""
-    run_id, _ = _authorised_run(request)
+    run_id = (await _authorised_run(request)).run_id
     body = await _json_body(request)
     seq = _field(body, "seq", int)
     if "state" not in body:
@@ -134,7 +138,8 @@ async def save_state(request: Request) -> Response:
 
 async def trigger_child(request: Request) -> Response:
     """Start a child run named by the runner (so a retried call finds the same child)."""
-    run_id, namespace = _authorised_run(request)
+    caller = await _authorised_run(request)
+    run_id, namespace = caller.run_id, caller.namespace
     body = await _json_body(request, limit=1024 * 1024)
     task, name = _field(body, "task", str), _field(body, "name", str)
     run = await runs.get(await _pool(request), run_id)  # the database before the cluster
@@ -153,9 +158,12 @@ async def trigger_child(request: Request) -> Response:
 
 async def outcome(request: Request) -> Response:
     """A pod's report: ``{"pod", "output"}``, ``{"pod", "error"}`` or ``{"pod", "suspend"}``."""
-    run_id, _ = _authorised_run(request)
+    caller = await _authorised_run(request)
+    run_id = caller.run_id
     body = await _json_body(request)
     pod = _field(body, "pod", int)
+    if pod != caller.pod:
+        raise Problem(403, "Forbidden", f"this is pod {caller.pod}'s token, not pod {pod}'s")
     kinds = [k for k in ("output", "error", "suspend") if k in body]
     if len(kinds) != 1:
         raise Problem(400, "Bad Request", "report exactly one of output, error or suspend")

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 class Settings:
     #: PostgreSQL DSN.
     database_url: str
-    #: Secret shared with the operator that signs per-run tokens.
-    run_token_secret: str
     #: Static bearer tokens (from a Secret); others are checked by TokenReview.
     api_tokens: list[str]
     #: Seconds a request waits for the database before it is answered 503.
@@ -19,8 +17,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        missing = [n for n in ("DATABASE_URL", "DURAPOD_RUN_TOKEN_SECRET") if not os.environ.get(n)]
-        if missing:
+        if missing := [n for n in ("DATABASE_URL",) if not os.environ.get(n)]:
             raise SystemExit(f"durapod api: missing environment variable(s): {', '.join(missing)}")
         tokens = [t.strip() for t in os.environ.get("DURAPOD_API_TOKENS", "").split(",")]
         raw_timeout = os.environ.get("DURAPOD_DATABASE_TIMEOUT", "5")
@@ -35,7 +32,6 @@ class Settings:
             )
         return cls(
             os.environ["DATABASE_URL"],
-            os.environ["DURAPOD_RUN_TOKEN_SECRET"],
             [t for t in tokens if t],
             timeout,
         )

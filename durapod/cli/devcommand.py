@@ -15,6 +15,7 @@ from rich.console import Console
 
 from durapod.cli.tools import kubectl_path
 from durapod.dev.apiserver.storage import Watcher
+from durapod.dev.kubelet import NodeSettings
 from durapod.dev.stack import Stack
 
 console = Console(highlight=False)
@@ -139,8 +140,19 @@ async def _serve(stack: Stack, demo: bool) -> int:
         await stack.stop()
 
 
-def run(home: Path, demo: bool, operators: int = 1, apis: int = 1) -> int:
+def run(
+    home: Path,
+    demo: bool,
+    operators: int = 1,
+    apis: int = 1,
+    capacity: dict[str, str] | None = None,
+) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(
-        _serve(Stack(home=home, workdir=Path.cwd(), operators=operators, apis=apis), demo)
+    stack = Stack(
+        home=home,
+        workdir=Path.cwd(),
+        operators=operators,
+        apis=apis,
+        node=NodeSettings(capacity=capacity or {}),
     )
+    return asyncio.run(_serve(stack, demo))

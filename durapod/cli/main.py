@@ -44,11 +44,23 @@ def dev(
     demo: Annotated[bool, typer.Option(help="Apply examples/hello/ and show it succeed.")] = False,
     operators: Annotated[int, typer.Option(min=1, max=5, help="Operator replicas.")] = 1,
     apis: Annotated[int, typer.Option(min=1, max=5, help="API replicas.")] = 1,
+    node_cpu: Annotated[
+        str,
+        typer.Option(
+            help="CPUs the local node offers pods. CPU is not limited here, so this only "
+            "paces how many pods run at once."
+        ),
+    ] = "16",
+    node_memory: Annotated[
+        str | None,
+        typer.Option(help="Memory the local node offers pods, e.g. 8Gi (default: this machine's)."),
+    ] = None,
 ) -> None:
     """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
     from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
 
-    raise typer.Exit(devcommand.run(home.resolve(), demo, operators, apis))
+    capacity = {"cpu": node_cpu, **({"memory": node_memory} if node_memory else {})}
+    raise typer.Exit(devcommand.run(home.resolve(), demo, operators, apis, capacity))
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 A private PostgreSQL, the stand-in API server and kubelet (in this process, over real
 HTTP on loopback), and the operator and the API as their own processes, exactly as they
-would run in a cluster. Writes ``HOME/kubeconfig`` and ``HOME/env`` for the user.
+would run in a cluster: each as its own ServiceAccount, with the permissions durapod
+ships. Writes ``HOME/kubeconfig`` (the admin's) and ``HOME/env`` for the user, and logs
+every API request to ``HOME/apiserver-requests.jsonl``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from durapod import permissions
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster, Options
-from durapod.dev.kubelet import Kubelet
+from durapod.dev.kubelet import Kubelet, NodeSettings
 from durapod.dev.postgres import PostgresServer, free_port
 from durapod.resources import crds
 from durapod.store import migrate
 
 log = logging.getLogger("durapod.dev")
 STOP_SECONDS = 10.0
+#: Where the operator's and the API's ServiceAccounts live, as the chart installs them.
+SYSTEM_NAMESPACE = "durapod-system"
+#: How long the operator's and the API's tokens last (a year: see _service_accounts).
+TOKEN_SECONDS = 365 * 24 * 3600
 
 
 @dataclass
@@ -44,7 +51,8 @@ class Stack:
     apis: int = 1
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    run_token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: The node pods run on: its capacity, its images, how image pulls back off.
+    node: NodeSettings = field(default_factory=NodeSettings)
     cluster: Cluster = field(init=False)
     kube_url: str = field(init=False, default="")
     api_url: str = field(init=False, default="")
@@ -64,7 +72,13 @@ class Stack:
 
     @property
     def kubeconfig(self) -> Path:
+        """The user's kubeconfig: the admin, with full rights."""
         return self.home / "kubeconfig"
+
+    @property
+    def request_log(self) -> Path:
+        """Every request the API server answered, with its user and RBAC decision."""
+        return self.home / "apiserver-requests.jsonl"
 
     async def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -87,19 +101,21 @@ class Stack:
         for manifest in crds.all_crds():
             self.cluster.create(crd_type, "", manifest, Options())
         log_dir = self.home / "pod-logs"
-        self._runner, self.kube_url = await apiserver.start(self.cluster, self.admin_token, log_dir)
-        self.kubelet = Kubelet(self.kube_url, self.admin_token, log_dir, self.workdir)
+        self._runner, self.kube_url = await apiserver.start(
+            self.cluster, self.admin_token, log_dir, request_log=self.request_log
+        )
+        self.kubelet = Kubelet(self.kube_url, self.admin_token, log_dir, self.workdir, self.node)
         self._kubelet_task = asyncio.create_task(self.kubelet.run())
         self._write_kubeconfig()
+        kubeconfigs = await self._service_accounts()
         api_ports = [free_port() for _ in range(self.apis)]
         self.api_urls = [f"http://127.0.0.1:{port}" for port in api_ports]
         self.api_url = self.api_urls[0]
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": str(kubeconfigs["api"]),
             "DATABASE_URL": self.database_url,
             "DURAPOD_API_URL": self.api_url,
-            "DURAPOD_RUN_TOKEN_SECRET": self.run_token_secret,
             "DURAPOD_API_TOKENS": self.api_token,
         }
         logs = self.home / "logs"
@@ -114,7 +130,11 @@ class Stack:
             self._spawn(
                 name,
                 [sys.executable, "-m", "durapod.operator"],
-                {**env, "DURAPOD_OPERATOR_HEALTH_URL": health[name]},
+                {
+                    **env,
+                    "KUBECONFIG": str(kubeconfigs["operator"]),
+                    "DURAPOD_OPERATOR_HEALTH_URL": health[name],
+                },
                 logs,
             )
         for replica, url in enumerate(self.api_urls, 1):
@@ -162,15 +182,65 @@ class Stack:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"the {name} did not become healthy within {timeout:.0f}s")
 
-    def _write_kubeconfig(self) -> None:
-        self.kubeconfig.write_text(
+    def _write_kubeconfig(
+        self,
+        path: Path | None = None,
+        user: str = "durapod-dev-admin",
+        token: str = "",
+        namespace: str = "default",
+    ) -> None:
+        """A kubeconfig for the stand-in: the user's (the admin's) unless told otherwise."""
+        (path or self.kubeconfig).write_text(
             "apiVersion: v1\nkind: Config\n"
             f"clusters:\n- name: durapod-dev\n  cluster:\n    server: {self.kube_url}\n"
-            f"users:\n- name: durapod-dev-admin\n  user:\n    token: {self.admin_token}\n"
+            f"users:\n- name: {user}\n  user:\n    token: {token or self.admin_token}\n"
             "contexts:\n- name: durapod-dev\n  context:\n    cluster: durapod-dev\n"
-            "    user: durapod-dev-admin\n    namespace: default\n"
+            f"    user: {user}\n    namespace: {namespace}\n"
             "current-context: durapod-dev\n"
         )
+
+    async def _service_accounts(self) -> dict[str, Path]:
+        """Run the operator and the API as on a cluster: each as its ServiceAccount in
+        ``durapod-system``, granted exactly ``durapod.permissions``; returns the
+        kubeconfig of each, holding a token from a TokenRequest.
+
+        On a cluster the token is a projected volume the kubelet rotates (an hour, by
+        default); here it is made once, for a year, and the processes never re-read it.
+        """
+        namespaces = self.cluster.registry.find("", "v1", "namespaces")
+        accounts = self.cluster.registry.find("", "v1", "serviceaccounts")
+        roles = self.cluster.registry.find("rbac.authorization.k8s.io", "v1", "clusterroles")
+        bindings = self.cluster.registry.find(
+            "rbac.authorization.k8s.io", "v1", "clusterrolebindings"
+        )
+        assert namespaces and accounts and roles and bindings
+        namespace = SYSTEM_NAMESPACE
+        self.cluster.create(namespaces, "", {"metadata": {"name": namespace}}, Options())
+        for role in permissions.cluster_roles():
+            self.cluster.create(roles, "", role, Options())
+        for binding in permissions.cluster_role_bindings(namespace):
+            self.cluster.create(bindings, "", binding, Options())
+        kubeconfigs = {}
+        async with httpx.AsyncClient(
+            base_url=self.kube_url, headers={"Authorization": f"Bearer {self.admin_token}"}
+        ) as client:
+            for component in permissions.COMPONENTS:
+                name = permissions.role_name(component)
+                self.cluster.create(accounts, namespace, {"metadata": {"name": name}}, Options())
+                answer = await client.post(
+                    f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                    json={
+                        "apiVersion": "authentication.k8s.io/v1",
+                        "kind": "TokenRequest",
+                        "spec": {"expirationSeconds": TOKEN_SECONDS},
+                    },
+                )
+                answer.raise_for_status()
+                kubeconfigs[component] = self.home / f"kubeconfig-{component}"
+                self._write_kubeconfig(
+                    kubeconfigs[component], name, answer.json()["status"]["token"], namespace
+                )
+        return kubeconfigs
 
     async def stop(self) -> None:
         """Stop everything started, children first; leaves no process behind."""

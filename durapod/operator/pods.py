@@ -6,7 +6,7 @@ import hashlib
 import math
 from typing import Any
 
-from durapod.auth import run_token
+from durapod import auth
 from durapod.operator.settings import Settings
 from durapod.resources.machines import PRESETS
 from durapod.resources.models import API_VERSION, Machine, TaskDefinitionSpec
@@ -73,10 +73,7 @@ def build(
     env = [{"name": e.name, "value": e.value} for e in definition.env] + [
         {"name": "DURAPOD_API_URL", "value": settings.api_url},
         {"name": "DURAPOD_RUN_ID", "value": meta["uid"]},
-        {
-            "name": "DURAPOD_RUN_TOKEN",
-            "value": run_token(settings.run_token_secret, meta["uid"], meta["namespace"]),
-        },
+        {"name": "DURAPOD_TOKEN_FILE", "value": auth.TOKEN_FILE},
         {"name": "DURAPOD_ENTRYPOINT", "value": definition.entrypoint},
         {"name": "DURAPOD_ATTEMPT", "value": str(attempt)},
         {"name": "DURAPOD_POD_INDEX", "value": str(index)},
@@ -91,6 +88,27 @@ def build(
                 "command": definition.command,
                 "env": env,
                 "resources": resources,
+                "volumeMounts": [
+                    {"name": auth.TOKEN_VOLUME, "mountPath": auth.TOKEN_DIR, "readOnly": True}
+                ],
+            }
+        ],
+        # The runner needs no Kubernetes API token, only its durapod one.
+        "automountServiceAccountToken": False,
+        "volumes": [
+            {
+                "name": auth.TOKEN_VOLUME,
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": auth.AUDIENCE,
+                                "expirationSeconds": auth.TOKEN_SECONDS,
+                                "path": auth.TOKEN_FILE.rsplit("/", 1)[1],
+                            }
+                        }
+                    ]
+                },
             }
         ],
     }

@@ -71,6 +71,7 @@ def status(record: Run) -> Obj:
         finished_at=format_time(record.finished_at) if record.finished_at else None,
         duration=duration,
         duplicate_of=record.duplicate_of,
+        reason=record.reason,
         conditions=conditions(record),
     )
     projected: Obj = model.model_dump(by_alias=True, mode="json")

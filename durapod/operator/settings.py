@@ -12,8 +12,6 @@ class Settings:
     database_url: str
     #: The API's URL as task pods reach it.
     api_url: str
-    #: Secret shared with the API that signs per-run tokens.
-    run_token_secret: str
     #: How long a TaskRun naming an unknown TaskDefinition waits for it before failing.
     unknown_task_grace_seconds: float = 10.0
     #: How often (on average; jittered by a quarter) every unfinished run, queue and
@@ -26,7 +24,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        names = ("DATABASE_URL", "DURAPOD_API_URL", "DURAPOD_RUN_TOKEN_SECRET")
+        names = ("DATABASE_URL", "DURAPOD_API_URL")
         if missing := [n for n in names if not os.environ.get(n)]:
             raise SystemExit(
                 f"durapod operator: missing environment variable(s): {', '.join(missing)}"
@@ -34,7 +32,6 @@ class Settings:
         return cls(
             os.environ["DATABASE_URL"],
             os.environ["DURAPOD_API_URL"],
-            os.environ["DURAPOD_RUN_TOKEN_SECRET"],
             float(os.environ.get("DURAPOD_UNKNOWN_TASK_GRACE_SECONDS", "10")),
             float(os.environ.get("DURAPOD_RESYNC_SECONDS", "45")),
             float(os.environ.get("DURAPOD_CHECKPOINT_STATUS_INTERVAL", "1")),

@@ -120,3 +120,36 @@ def next_machine(current: str) -> str:
     order = list(Machine)
     index = order.index(Machine(current))
     return order[min(index + 1, len(order) - 1)].value
+
+
+#: Container waiting reasons of a pod that cannot start until something changes.
+_CANNOT_START = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+
+def not_starting(pod: Obj) -> tuple[str, str] | None:
+    """Why a pending pod cannot start (reason, message): unschedulable, or its image or
+    container config is wrong; None while it is on its way (or already started)."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return None
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            return "Unschedulable", str(condition.get("message") or "no node can hold the pod")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _CANNOT_START:
+            return str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+    return None

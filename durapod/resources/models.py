@@ -168,6 +168,11 @@ class TaskDefinitionSpec(Model):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, json_schema_extra=_DEFAULTED)
     max_duration: Duration | None = Field(default=None, description="Kill and time out after.")
     max_resumes: int = Field(default=10, ge=0, le=1000)
+    start_deadline: Duration = Field(
+        default="10m",
+        description="Fail a run whose pod cannot start (unschedulable, image not pulled) "
+        "for this long.",
+    )
     queue: Queue = Field(default_factory=Queue, json_schema_extra=_DEFAULTED)
     ttl: Duration = Field(default="7d", description="Keep finished runs this long.")
     checkpoint_size_limit: int = Field(
@@ -249,6 +254,11 @@ class TaskRunStatus(Model):
     finished_at: str | None = None
     duration: str | None = None
     duplicate_of: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Why the run is where it is, in one word: Unschedulable, "
+        "ImagePullBackOff, OOMKilled, TaskError...",
+    )
     conditions: list[Condition] = Field(default_factory=list)
 
 
@@ -321,6 +331,7 @@ class TaskRun(Resource):
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Task", type="string", json_path=".spec.task"),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Reason", type="string", json_path=".status.reason"),
         PrinterColumn(name="Attempt", type="integer", json_path=".status.attempt"),
         PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
         PrinterColumn(name="Duration", type="string", json_path=".status.duration"),

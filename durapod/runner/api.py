@@ -15,6 +15,7 @@ import http.client
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,14 +34,15 @@ class ApiError(Exception):
 
 
 class RunApi:
-    """Calls on behalf of one run, authenticated by its per-run token (a Journal)."""
+    """Calls on behalf of one run (a Journal), authenticated by the pod's token: a file the
+    kubelet renews (read again for every call), or a fixed string."""
 
-    def __init__(self, base_url: str, run_id: str, token: str, pod: int) -> None:
+    def __init__(self, base_url: str, run_id: str, token: str | Path, pod: int) -> None:
         parts = urlsplit(base_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port
         self._tls = parts.scheme == "https"
         self._prefix = f"{parts.path.rstrip('/')}/internal/v1/runs/{run_id}"
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._token = token
         self._pod = pod
         self._conn: http.client.HTTPConnection | None = None
 
@@ -49,6 +51,12 @@ class RunApi:
             cls = http.client.HTTPSConnection if self._tls else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=30)
         return self._conn
+
+    def _headers(self) -> dict[str, str]:
+        token = self._token
+        if isinstance(token, Path):
+            token = token.read_text().strip()
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -64,7 +72,7 @@ class RunApi:
         while True:
             try:
                 conn = self._connection()
-                conn.request(method, self._prefix + path, body, self._headers)
+                conn.request(method, self._prefix + path, body, self._headers())
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as exc:

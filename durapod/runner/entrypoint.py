@@ -17,9 +17,11 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from durapod import auth
 from durapod.runner.api import RunApi
 from durapod.runner.context import Context, encode
 from durapod.runner.errors import AbortRun, NonRetryableError, RetryAfter, Suspend
@@ -91,7 +93,7 @@ def run(env: dict[str, str]) -> int:
     api = RunApi(
         env["DURAPOD_API_URL"],
         env["DURAPOD_RUN_ID"],
-        env["DURAPOD_RUN_TOKEN"],
+        Path(env.get("DURAPOD_TOKEN_FILE", auth.TOKEN_FILE)),
         int(env.get("DURAPOD_POD_INDEX", "1")),
     )
     info = api.context()

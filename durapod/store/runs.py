@@ -48,6 +48,7 @@ class Run:
     resume_at: datetime | None
     waiting_for: str | None
     message: str
+    reason: str | None
     transitioned_at: datetime
     duplicate_of: str | None
     created_at: datetime
@@ -115,6 +116,7 @@ _SETTABLE = {
     "resume_at",
     "waiting_for",
     "message",
+    "reason",
     "duplicate_of",
     "started_at",
     "finished_at",

@@ -11,10 +11,18 @@ from durapod.dev.apiserver.server import ApiServer
 
 
 async def start(
-    cluster: Cluster, token: str, log_dir: Path, host: str = "127.0.0.1", port: int = 0
+    cluster: Cluster,
+    token: str,
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    request_log: Path | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Serve ``cluster`` on ``host:port`` (0 picks a free port); return the runner and URL."""
-    server = ApiServer(cluster, token, log_dir)
+    """Serve ``cluster`` on ``host:port`` (0 picks a free port); return the runner and URL.
+
+    ``request_log`` names a file to log every request to, with its user and decision.
+    """
+    server = ApiServer(cluster, token, log_dir, request_log)
     runner = web.AppRunner(server.app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -9,6 +9,7 @@ garbage collection, CRD registration and custom-resource schema admission.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import random
 import re
@@ -17,7 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from durapod.dev.apiserver import errors, metadata, patching, schema
+from durapod.dev.apiserver import (
+    admission,
+    builtins,
+    decoding,
+    deletion,
+    errors,
+    managed,
+    metadata,
+    patching,
+    pods,
+    schema,
+)
 from durapod.dev.apiserver.registry import Registry, ResourceType
 from durapod.dev.apiserver.storage import Obj, Storage
 
@@ -50,6 +62,12 @@ class Options:
 
     field_validation: str = "Warn"
     dry_run: bool = False
+    #: ``fieldManager``: who owns what this write sets (required for apply).
+    field_manager: str = ""
+    #: ``force`` (apply only): take over fields other managers own; None when not sent.
+    force: bool | None = None
+    #: The client's User-Agent, whose first part names the manager when none is given.
+    user_agent: str = ""
 
 
 class Cluster:
@@ -58,7 +76,12 @@ class Cluster:
     def __init__(self, tokens: dict[str, dict[str, Any]] | None = None) -> None:
         self.registry = Registry()
         self.storage = Storage()
-        #: Bearer tokens TokenReview accepts, each with the user it stands for.
+        #: Owners (by uid) and namespaces whose deletion is being carried out right now:
+        #: removals it causes do not start it again.
+        self._collecting: set[str] = set()
+        self._terminating: set[str] = set()
+        #: Static bearer tokens (a token file), each with the user it stands for; the
+        #: server authenticates them (see ``auth``).
         self.tokens: dict[str, dict[str, Any]] = dict(tokens or {})
         for name in ("default", "kube-system"):
             self._store_new(
@@ -66,7 +89,8 @@ class Cluster:
                 {
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {"name": name},
+                    # SetDefaults_Namespace labels every namespace with its name.
+                    "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
                     "spec": {"finalizers": ["kubernetes"]},
                     "status": {"phase": "Active"},
                 },
@@ -85,7 +109,15 @@ class Cluster:
 
     # -- create ------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str, body: Obj, opts: Options) -> WriteResult:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        body: Obj,
+        opts: Options,
+        applied: list[Obj] | None = None,
+    ) -> WriteResult:
+        managed.check_options("CreateOptions", opts.field_manager, False, None)
         self._check_kind(rt, body)
         meta = body.setdefault("metadata", {})
         if rt.namespaced:
@@ -95,12 +127,14 @@ class Cluster:
                     "the namespace sent on the request"
                 )
             meta["namespace"] = namespace
-            if self.storage.get("/namespaces", "", namespace) is None:
+            space = self.storage.get("/namespaces", "", namespace)
+            if space is None:
                 raise errors.not_found("namespaces", "", namespace)
+            if (space.get("status") or {}).get("phase") == deletion.TERMINATING:
+                name = meta.get("name") or ""
+                raise deletion.terminating(rt.plural, rt.group, name, namespace)
         else:
             meta.pop("namespace", None)
-        if rt.plural == "tokenreviews":
-            return WriteResult(self._review_token(body), created=True)
         if not meta.get("name"):
             if not meta.get("generateName"):
                 raise errors.invalid(
@@ -125,12 +159,18 @@ class Cluster:
         if "status" in rt.subresources:
             body.pop("status", None)
         if rt.plural == "pods":
+            self._check_service_account(namespace, body)
             self._check_quota(namespace, body)
-            body["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+            body["status"] = {"phase": "Pending", "qosClass": pods.qos_class(body)}
             body.setdefault("spec", {}).setdefault("terminationGracePeriodSeconds", 30)
         elif rt.plural == "namespaces":
             body["status"] = {"phase": "Active"}
+            # Every namespace carries the finalizer the namespace controller clears.
+            spec = body.setdefault("spec", {})
+            if deletion.KUBERNETES not in (spec.get("finalizers") or []):
+                spec["finalizers"] = [*(spec.get("finalizers") or []), deletion.KUBERNETES]
         body, warnings = self._admit(rt, body, opts)
+        self._record(rt, None, body, None, opts, applied)
         if opts.dry_run:
             return WriteResult(body, warnings, created=True)
         return WriteResult(self._store_new(rt, body), warnings, created=True)
@@ -142,7 +182,30 @@ class Cluster:
         stored = self.storage.write(rt.key, body, "ADDED")
         if rt.plural == "customresourcedefinitions":
             stored = self._establish(rt, stored)
+        elif rt.plural == "namespaces":
+            # The ServiceAccount controller's work: every namespace has a "default" one.
+            account: Obj = {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default", "namespace": stored["metadata"]["name"]},
+            }
+            self._store_new(self._type("", "serviceaccounts"), account)
         return stored
+
+    def _check_service_account(self, namespace: str, pod: Obj) -> None:
+        """The ServiceAccount admission plugin: a pod runs as an account that exists."""
+        spec = pod.setdefault("spec", {})
+        account = spec.get("serviceAccountName") or "default"
+        spec["serviceAccountName"] = account
+        if self.storage.get("/serviceaccounts", namespace, account) is None:
+            name = pod["metadata"].get("name", "")
+            raise errors.StatusError(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: error looking up service account '
+                f'{namespace}/{account}: serviceaccount "{account}" not found',
+                {"name": name, "kind": "pods"},
+            )
 
     def _establish(self, rt: ResourceType, crd: Obj) -> Obj:
         """Register the CRD's resources and report it Established, as the server does."""
@@ -178,16 +241,25 @@ class Cluster:
         subresource: str | None,
         opts: Options,
     ) -> WriteResult:
+        managed.check_options("UpdateOptions", opts.field_manager, False, None)
         self._check_kind(rt, body)
         current = self.get(rt, namespace, name)
-        sent_rv = body.get("metadata", {}).get("resourceVersion")
-        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-            raise errors.conflict(rt.plural, rt.group, name)
         body_name = body.get("metadata", {}).get("name")
         if body_name not in (None, name):
             raise errors.bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
+        sent_rv = body.get("metadata", {}).get("resourceVersion")
+        if not sent_rv and not _unconditional_update(rt):
+            # The generic registry's check for kinds whose strategy refuses blind writes.
+            cause = {
+                "reason": "FieldValueInvalid",
+                "field": "metadata.resourceVersion",
+                "message": "Invalid value: 0: must be specified for an update",
+            }
+            raise errors.invalid(rt.plural, rt.group, name, [cause])
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name)
         return self._replace(rt, current, body, subresource, opts)
 
     def patch(
@@ -208,21 +280,69 @@ class Cluster:
                 "include: application/json-patch+json, application/merge-patch+json, "
                 "application/apply-patch+yaml",
             )
+        apply = content_type == patching.APPLY
+        managed.check_options("PatchOptions", opts.field_manager, apply, opts.force)
+        if apply:
+            return self._apply(rt, namespace, name, raw, subresource, opts)
         current = self.storage.get(rt.key, namespace, name)
         if current is None:
-            if content_type != patching.APPLY:
-                raise errors.not_found(rt.plural, rt.group, name)
-            body = patching.apply_patch(content_type, {}, raw)
-            body.setdefault("metadata", {})["name"] = name
-            return self.create(rt, namespace, body, opts)
-        patched = patching.apply_patch(content_type, copy.deepcopy(current), raw)
+            raise errors.not_found(rt.plural, rt.group, name)
+        schema = None if rt.custom else builtins.definition(rt.group, rt.version, rt.kind)
+        patched = patching.apply_patch(content_type, copy.deepcopy(current), raw, schema)
         sent_rv = patched.get("metadata", {}).get("resourceVersion")
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, rt.group, name)
-        return self._replace(rt, current, patched, subresource, opts)
+        try:
+            return self._replace(rt, current, patched, subresource, opts)
+        except decoding.DecodeError as exc:
+            # A patched built-in that does not decode is the patch's fault: 422 on "patch".
+            strategic = content_type == patching.STRATEGIC
+            raise decoding.patch_error(exc, strategic, patched, raw) from None
+
+    def _apply(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        raw: bytes,
+        subresource: str | None,
+        opts: Options,
+    ) -> WriteResult:
+        """Server-side apply: the configuration merged by field ownership (see ``managed``);
+        a missing object is created, except through a subresource."""
+        config = managed.configuration(raw)
+        current = self.storage.get(rt.key, namespace, name)
+        if current is None and subresource is not None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        write = managed.writing(rt, subresource, now())
+        try:
+            merged, entries = managed.applied(
+                current, config, opts.field_manager, bool(opts.force), write
+            )
+        except managed.Conflicts as exc:
+            raise exc.status() from None
+        merged = copy.deepcopy(merged)
+        merged_name = merged.setdefault("metadata", {}).get("name", "")
+        if merged_name != name:
+            raise errors.bad_request(
+                f"the name of the object ({merged_name}) does not match the name on the URL "
+                f"({name})"
+            )
+        if current is None:
+            return self.create(rt, namespace, merged, opts, entries or [])
+        sent_rv = (config.get("metadata") or {}).get("resourceVersion")
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name)
+        return self._replace(rt, current, merged, subresource, opts, entries or [])
 
     def _replace(
-        self, rt: ResourceType, current: Obj, body: Obj, subresource: str | None, opts: Options
+        self,
+        rt: ResourceType,
+        current: Obj,
+        body: Obj,
+        subresource: str | None,
+        opts: Options,
+        applied: list[Obj] | None = None,
     ) -> WriteResult:
         if subresource == "status":
             new = copy.deepcopy(current)
@@ -243,9 +363,10 @@ class Cluster:
                 if "status" in current:
                     new["status"] = current["status"]
             _forbid_new_finalizers(rt, current, meta)
-        new, warnings = self._admit(rt, new, opts)
+        new, warnings = self._admit(rt, new, opts, current, subresource)
         if new.get("status") is None:
             new.pop("status", None)
+        self._record(rt, current, new, subresource, opts, applied)
         if _content(new) != _content(current):
             new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         unchanged = {**new, "metadata": {**new["metadata"], "resourceVersion": ""}} == {
@@ -262,11 +383,39 @@ class Cluster:
             stored = self._establish(rt, stored)
         return WriteResult(stored, warnings)
 
+    def _record(
+        self,
+        rt: ResourceType,
+        current: Obj | None,
+        new: Obj,
+        subresource: str | None,
+        opts: Options,
+        applied: list[Obj] | None,
+    ) -> None:
+        """Keep ``metadata.managedFields``: an apply's entries as computed, or those of an
+        update by the request's manager (see ``managed.updated``)."""
+        if applied is None:
+            manager = managed.manager_name(opts.field_manager, opts.user_agent)
+            write = managed.writing(rt, subresource, now())
+            applied = managed.updated(current, new, manager, write) or []
+        if applied:
+            new["metadata"]["managedFields"] = applied
+        else:
+            new["metadata"].pop("managedFields", None)
+
     # -- delete ------------------------------------------------------------------------
 
     def delete(
-        self, rt: ResourceType, namespace: str, name: str, options: dict[str, Any] | None
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        options: dict[str, Any] | None,
+        dry_run: bool = False,
     ) -> Obj:
+        """DELETE: at once, or (finalizers, a pod's grace period, foreground propagation,
+        a namespace) marked with a deletionTimestamp until what holds it is done. With
+        ``dry_run`` nothing changes and the answer is what would have been."""
         options = options or {}
         current = self.get(rt, namespace, name)
         pre = options.get("preconditions") or {}
@@ -275,15 +424,34 @@ class Cluster:
             and pre["resourceVersion"] != current["metadata"]["resourceVersion"]
         ):
             raise errors.conflict(rt.plural, rt.group, name)
+        if rt.plural == "namespaces":
+            return self._delete_namespace(rt, current, dry_run)
         meta = current["metadata"]
+        policy = deletion.propagation(options)
         grace = self._grace(rt, current, options)
+        if dry_run:
+            if meta.get("finalizers") or grace > 0 or policy == "Foreground":
+                hold = deletion.FOREGROUND if policy == "Foreground" else None
+                return deletion.marked(current, now(), grace, hold)
+            return current
+        if policy == "Orphan":
+            # The garbage collector orphans the dependents at once, whatever else holds
+            # the owner (its "orphan" finalizer is gone as soon as it is added).
+            self._collect_dependents(current, "Orphan")
+            current = self.get(rt, namespace, name)
+        if policy == "Foreground" and not meta.get("deletionTimestamp"):
+            stored = self.storage.write(
+                rt.key, deletion.marked(current, now(), grace, deletion.FOREGROUND), "MODIFIED"
+            )
+            self._foreground_step(rt, stored)
+            return stored
         if meta.get("finalizers") or grace > 0:
-            if meta.get("deletionTimestamp"):
+            shorter = grace < (meta.get("deletionGracePeriodSeconds") or 0)
+            if meta.get("deletionTimestamp") and not shorter:
                 return current
-            marked = copy.deepcopy(current)
-            marked["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=grace)
-            return self.storage.write(rt.key, marked, "MODIFIED")
-        return self._remove(rt, current, options.get("propagationPolicy", "Background"))
+            # Marked, or (a kubelet's final delete of a pod still held) its grace shortened.
+            return self.storage.write(rt.key, deletion.marked(current, now(), grace), "MODIFIED")
+        return self._remove(rt, current, policy)
 
     def _grace(self, rt: ResourceType, obj: Obj, options: dict[str, Any]) -> int:
         """Seconds a pod gets to stop; other kinds and pods no kubelet runs go at once."""
@@ -298,39 +466,192 @@ class Cluster:
         return max(int(grace), 0)
 
     def _remove(self, rt: ResourceType, obj: Obj, propagation: str = "Background") -> Obj:
+        meta = obj["metadata"]
+        if rt.plural == "namespaces" and (obj.get("spec") or {}).get("finalizers"):
+            # A namespace goes only once the namespace controller has emptied it.
+            if obj != self.storage.get(rt.key, "", meta["name"]):
+                self.storage.write(rt.key, obj, "MODIFIED")
+            self._namespace_progress(meta["name"])
+            return self.storage.get(rt.key, "", meta["name"]) or obj
+        if self.storage.get(rt.key, meta.get("namespace", ""), meta["name"]) is None:
+            return obj  # already gone (reached twice by one cascade)
         gone = self.storage.remove(rt.key, obj)
         if rt.plural == "customresourcedefinitions":
-            self.registry.remove_crd(obj["metadata"]["name"])
-        if rt.plural == "namespaces":
-            self._delete_namespace_content(obj["metadata"]["name"])
+            self.registry.remove_crd(meta["name"])
         self._collect_dependents(obj, propagation)
+        self._after_removal(rt, gone)
         return gone
 
     def _collect_dependents(self, owner: Obj, propagation: str) -> None:
-        """Owner-reference garbage collection of what the removed object owned."""
+        """Owner-reference garbage collection of what the owner owned: orphaned (the
+        reference dropped) or deleted, each in the foreground if it owns things itself
+        and its owner went in the foreground (as the garbage collector does)."""
         uid = owner["metadata"]["uid"]
+        for dep_rt, dependent in self._dependents(uid):
+            meta = dependent["metadata"]
+            if propagation == "Orphan":
+                kept = copy.deepcopy(dependent)
+                refs = meta.get("ownerReferences") or []
+                kept["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                if not kept["metadata"]["ownerReferences"]:
+                    del kept["metadata"]["ownerReferences"]
+                self.storage.write(dep_rt.key, kept, "MODIFIED")
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            cascade = "Background"
+            if propagation == "Foreground" and self._dependents(meta["uid"]):
+                cascade = "Foreground"
+            with contextlib.suppress(errors.StatusError):  # gone meanwhile
+                self.delete(
+                    dep_rt, meta.get("namespace", ""), meta["name"], {"propagationPolicy": cascade}
+                )
+
+    def _dependents(self, uid: str) -> list[tuple[ResourceType, Obj]]:
+        found = []
         for key in self.storage.all_keys():
             types = self.registry.by_key(key)
             if not types:
                 continue
             for obj in self.storage.objects(key):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if not any(ref.get("uid") == uid for ref in refs):
-                    continue
-                if propagation == "Orphan":
-                    kept = copy.deepcopy(obj)
-                    kept["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                    self.storage.write(key, kept, "MODIFIED")
-                else:
-                    meta = obj["metadata"]
-                    self.delete(types[0], meta.get("namespace", ""), meta["name"], {})
+                if deletion.reference_to(obj, uid) is not None:
+                    found.append((types[0], obj))
+        return found
+
+    def _foreground_step(self, rt: ResourceType, owner: Obj) -> None:
+        """The garbage collector's turn for an owner deleted in the foreground: its
+        dependents are deleted; once none with ``blockOwnerDeletion`` is left, its
+        ``foregroundDeletion`` finalizer goes (and with the last finalizer, the owner)."""
+        meta = owner["metadata"]
+        uid = meta["uid"]
+        if uid in self._collecting:
+            return  # a removal this step caused; the step itself looks again below
+        self._collecting.add(uid)
+        try:
+            self._collect_dependents(owner, "Foreground")
+        finally:
+            self._collecting.discard(uid)
+        blocked = any(
+            (deletion.reference_to(dependent, uid) or {}).get("blockOwnerDeletion")
+            for _, dependent in self._dependents(uid)
+        )
+        current = self.storage.get(rt.key, meta.get("namespace", ""), meta["name"])
+        if blocked or current is None or current["metadata"]["uid"] != uid:
+            return
+        if deletion.FOREGROUND not in (current["metadata"].get("finalizers") or []):
+            return
+        released = deletion.without_finalizer(current, deletion.FOREGROUND)
+        if released["metadata"].get("finalizers") or released["metadata"].get(
+            "deletionGracePeriodSeconds"
+        ):
+            # Other finalizers, or a pod's grace period (its kubelet ends it), still hold.
+            self.storage.write(rt.key, released, "MODIFIED")
+        else:
+            self._remove(rt, released, "Background")
+
+    def _owner_type(self, ref: Obj) -> ResourceType | None:
+        group, _, version = str(ref.get("apiVersion", "")).rpartition("/")
+        for rt in self.registry.in_group_version(group, version):
+            if rt.kind == ref.get("kind"):
+                return rt
+        return None
+
+    def _after_removal(self, rt: ResourceType, gone: Obj) -> None:
+        """What a removal lets go on: owners waiting in the foreground for it, and the
+        Terminating namespace it was in."""
+        meta = gone["metadata"]
+        for ref in meta.get("ownerReferences") or []:
+            owner_rt = self._owner_type(ref)
+            if owner_rt is None:
+                continue
+            place = meta.get("namespace", "") if owner_rt.namespaced else ""
+            owner = self.storage.get(owner_rt.key, place, str(ref.get("name", "")))
+            if (
+                owner is not None
+                and owner["metadata"].get("uid") == ref.get("uid")
+                and owner["metadata"].get("deletionTimestamp")
+                and deletion.FOREGROUND in (owner["metadata"].get("finalizers") or [])
+            ):
+                self._foreground_step(owner_rt, owner)
+        namespace = meta.get("namespace")
+        if rt.namespaced and namespace:
+            space = self.storage.get("/namespaces", "", namespace)
+            if space is not None and space["metadata"].get("deletionTimestamp"):
+                self._namespace_progress(namespace)
+
+    # -- namespaces --------------------------------------------------------------------
+
+    def _delete_namespace(self, rt: ResourceType, current: Obj, dry_run: bool) -> Obj:
+        """The namespace registry's delete: the namespace turns Terminating, and the
+        namespace controller takes it from there."""
+        name = current["metadata"]["name"]
+        if name in deletion.IMMORTAL:
+            raise deletion.immortal(name)
+        if current["metadata"].get("deletionTimestamp"):
+            return current
+        terminating = deletion.marked(current, now(), None)
+        terminating.setdefault("status", {})["phase"] = deletion.TERMINATING
+        if dry_run:
+            return terminating
+        stored = self.storage.write(rt.key, terminating, "MODIFIED")
+        self._delete_namespace_content(name)
+        return self.storage.get(rt.key, "", name) or stored
 
     def _delete_namespace_content(self, namespace: str) -> None:
+        """The namespace controller: every object in the namespace deleted as its own
+        DELETE would (so finalizers and grace periods hold it), then the namespace's
+        progress reported, and the namespace removed once nothing is left."""
+        self._terminating.add(namespace)
+        try:
+            for key in self.storage.all_keys():
+                types = self.registry.by_key(key)
+                if not types or not types[0].namespaced:
+                    continue
+                for obj in self.storage.objects(key, namespace):
+                    if obj["metadata"].get("deletionTimestamp"):
+                        continue
+                    with contextlib.suppress(errors.StatusError):  # gone meanwhile
+                        self.delete(types[0], namespace, obj["metadata"]["name"], {})
+        finally:
+            self._terminating.discard(namespace)
+        self._namespace_progress(namespace)
+
+    def _namespace_progress(self, namespace: str) -> None:
+        """Conditions saying what remains in a Terminating namespace; once nothing does,
+        the ``kubernetes`` finalizer cleared and the namespace removed."""
+        if namespace in self._terminating:
+            return  # the controller is still at it; it reports when done
+        ns_rt = self._type("", "namespaces")
+        space = self.storage.get(ns_rt.key, "", namespace)
+        if space is None or not space["metadata"].get("deletionTimestamp"):
+            return
+        remaining: dict[str, int] = {}
+        finalizers: dict[str, int] = {}
         for key in self.storage.all_keys():
             types = self.registry.by_key(key)
+            if not types or not types[0].namespaced:
+                continue
             for obj in self.storage.objects(key, namespace):
-                if types and types[0].namespaced:
-                    self._remove(types[0], obj)
+                resource = f"{types[0].plural}.{types[0].group}"
+                remaining[resource] = remaining.get(resource, 0) + 1
+                for finalizer in obj["metadata"].get("finalizers") or []:
+                    finalizers[finalizer] = finalizers.get(finalizer, 0) + 1
+        updated = copy.deepcopy(space)
+        status = updated.setdefault("status", {})
+        status["conditions"] = deletion.namespace_conditions(
+            status.get("conditions") or [], remaining, finalizers, now()
+        )
+        if not remaining:
+            spec = updated.setdefault("spec", {})
+            kept = [f for f in spec.get("finalizers") or [] if f != deletion.KUBERNETES]
+            spec["finalizers"] = kept
+            if not spec["finalizers"]:
+                del spec["finalizers"]
+        if updated != space:
+            space = self.storage.write(ns_rt.key, updated, "MODIFIED")
+        spec_finalizers = (space.get("spec") or {}).get("finalizers")
+        if not remaining and not spec_finalizers and not space["metadata"].get("finalizers"):
+            self._remove(ns_rt, space)
 
     # -- pods --------------------------------------------------------------------------
 
@@ -414,6 +735,16 @@ class Cluster:
         body["kind"], body["apiVersion"] = rt.kind, rt.api_version
 
     def _check_name(self, rt: ResourceType, name: str) -> None:
+        if rt.group == "rbac.authorization.k8s.io":
+            # RBAC names are path segments ("system:discovery"): ValidateRBACName.
+            if problem := _path_segment_problem(name):
+                cause = {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.name",
+                    "message": f'Invalid value: "{name}": {problem}',
+                }
+                raise errors.invalid(rt.kind, rt.group, name, [cause])
+            return
         if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
             raise errors.invalid(
                 rt.kind,
@@ -430,7 +761,14 @@ class Cluster:
                 ],
             )
 
-    def _admit(self, rt: ResourceType, body: Obj, opts: Options) -> tuple[Obj, list[str]]:
+    def _admit(
+        self,
+        rt: ResourceType,
+        body: Obj,
+        opts: Options,
+        old: Obj | None = None,
+        subresource: str | None = None,
+    ) -> tuple[Obj, list[str]]:
         meta = body.get("metadata") or {}
         if causes := metadata.problems(meta):
             raise errors.invalid(rt.kind, rt.group, meta.get("name", ""), causes)
@@ -440,7 +778,15 @@ class Cluster:
             for key, value in body.pop("stringData").items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
         if rt.schema is None:
-            return body, []
+            # Built-ins: the upstream schema, defaults and validation (see ``admission``).
+            return admission.admit(
+                rt,
+                body,
+                old,
+                subresource,
+                opts.field_validation,
+                lambda: self.storage.objects("/services"),
+            )
         admitted, outcome = schema.admit(body, rt.schema)
         name = body.get("metadata", {}).get("name", "")
         if outcome.unknown_fields and opts.field_validation == "Strict":
@@ -456,19 +802,31 @@ class Cluster:
             warnings = [f'unknown field "{f}"' for f in outcome.unknown_fields]
         return admitted, warnings
 
-    def _review_token(self, review: Obj) -> Obj:
-        token = (review.get("spec") or {}).get("token", "")
-        user = self.tokens.get(token)
-        review["status"] = (
-            {
-                "authenticated": True,
-                "user": user,
-                "audiences": review["spec"].get("audiences") or [],
-            }
-            if user
-            else {"authenticated": False, "error": "invalid bearer token"}
-        )
-        return review
+
+def _path_segment_problem(name: str) -> str:
+    """Why ``name`` is no valid path segment (apimachinery's IsValidPathSegmentName)."""
+    if name in (".", ".."):
+        return f"may not be '{name}'"
+    for bad in ("/", "%"):
+        if bad in name:
+            return f"may not contain '{bad}'"
+    return ""
+
+
+#: Built-in kinds whose strategy's AllowUnconditionalUpdate is false (every custom
+#: resource's is too: apiextensions' customResourceStrategy); the rest take a PUT
+#: without a resourceVersion as "overwrite whatever is there".
+_CONDITIONAL_UPDATE_ONLY = frozenset(
+    {
+        "apiextensions.k8s.io/customresourcedefinitions",
+        "coordination.k8s.io/leases",
+        "policy/poddisruptionbudgets",
+    }
+)
+
+
+def _unconditional_update(rt: ResourceType) -> bool:
+    return not rt.custom and rt.key not in _CONDITIONAL_UPDATE_ONLY
 
 
 def _forbid_new_finalizers(rt: ResourceType, current: Obj, meta: Obj) -> None:

@@ -212,6 +212,13 @@ BUILTINS: tuple[ResourceType, ...] = (
         "LocalSubjectAccessReview",
         verbs=_REVIEW,
     ),
+    _grouped(
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        False,
+        verbs=_REVIEW,
+    ),
 )
 
 

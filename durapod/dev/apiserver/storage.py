@@ -1,17 +1,43 @@
-"""The object store: objects by type, one global resourceVersion, a bounded change
-history for watches from a resourceVersion, and the live watchers."""
+"""The object store: objects by type, one global resourceVersion, the live watchers, the
+change history watches resume from, and the list snapshots continue tokens read from.
+
+The history is bounded the way a real cluster's is, by time: kube-apiserver compacts
+etcd every five minutes, after which a watch from an older resourceVersion is answered
+410 Expired and the client lists again. It is also bounded by memory (a count and a byte
+budget), since ``durapod dev`` must stay small under a stream of changes; each change is
+kept as its JSON text, which is also what the watch streams send.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections import deque
+import json
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from durapod.dev.apiserver.selectors import Predicate
 
 Obj = dict[str, Any]
+
+#: kube-apiserver's default ``--etcd-compaction-interval``.
+HISTORY_SECONDS = 300.0
+#: Memory guards on the history, whichever is reached first.
+HISTORY_CHANGES = 50_000
+HISTORY_BYTES = 32 * 1024 * 1024
+#: A watcher this far behind is closed, as the watch cache closes unresponsive watchers;
+#: its client watches again from its last resourceVersion (or lists after a 410).
+WATCHER_BACKLOG = 1_000
+#: List snapshots kept for outstanding continue tokens (the least recently used go).
+SNAPSHOTS = 16
+#: What an entry of the history costs beside its JSON text (the entry, its strings).
+_ENTRY_OVERHEAD = 200
+
+
+def encode(obj: Obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -20,6 +46,26 @@ class Change:
     key: str
     type: str  # ADDED | MODIFIED | DELETED
     obj: Obj
+    #: ``obj`` as JSON, when the store has it already (every stored change has).
+    data: bytes = field(default=b"", compare=False, repr=False)
+
+    def encoded(self) -> bytes:
+        return self.data or encode(self.obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One change in the history: small, and ready to send."""
+
+    rv: int
+    key: str
+    namespace: str
+    type: str
+    data: bytes
+    at: float
+
+    def change(self) -> Change:
+        return Change(self.rv, self.key, self.type, json.loads(self.data), self.data)
 
 
 @dataclass(eq=False)
@@ -27,31 +73,80 @@ class Watcher:
     key: str
     namespace: str | None
     matches: Predicate
-    queue: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)
+    #: Changes up to this resourceVersion are not for this watcher (a watch from a
+    #: resourceVersion the store has not reached yet starts there).
+    after: int = 0
+    #: Changes to send; ``None`` means the store closed this watcher.
+    queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
 
     def wants(self, change: Change) -> bool:
-        if change.key != self.key:
+        if change.key != self.key or change.rv <= self.after:
             return False
         if self.namespace and change.obj["metadata"].get("namespace") != self.namespace:
             return False
         return self.matches(change.obj)
 
 
+@dataclass
+class Snapshot:
+    """A collection as it was at ``rv``: what the pages after the first one show."""
+
+    key: str
+    rv: int
+    #: (sort key, object) in storage order; the objects are the stored ones, which the
+    #: store never changes in place, so a snapshot costs a reference per object until
+    #: the object is replaced.
+    items: list[tuple[str, Obj]]
+    at: float
+
+
+def sort_key(obj: Obj) -> str:
+    """An object's place in a list: its etcd key below the resource's prefix."""
+    meta = obj["metadata"]
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+
+
 class Storage:
     """All state of the stand-in; every mutation runs on the event loop, so no locks."""
 
-    def __init__(self, history: int = 100_000) -> None:
+    def __init__(
+        self,
+        history_seconds: float = HISTORY_SECONDS,
+        history_changes: int = HISTORY_CHANGES,
+        history_bytes: int = HISTORY_BYTES,
+    ) -> None:
         self.revision = 1
-        self._objects: dict[str, dict[tuple[str, str], Obj]] = {}
-        self.history: deque[Change] = deque(maxlen=history)
+        #: How long a change stays in the history (settable: tests shorten it).
+        self.history_seconds = history_seconds
+        self.history_changes = history_changes
+        self.history_bytes = history_bytes
+        #: The newest resourceVersion the history no longer covers: a watch or a
+        #: continue token from before it is answered 410 Expired.
+        self.compacted = 0
+        #: Watches and continue tokens refused as too old (for tests and diagnostics).
+        self.expired_reads = 0
+        self._objects: dict[str, dict[str, Obj]] = {}
+        self._history: deque[Entry] = deque()
+        self._history_size = 0
+        self._snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()
         self.watchers: set[Watcher] = set()
 
+    # -- objects -----------------------------------------------------------------------
+
     def get(self, key: str, namespace: str, name: str) -> Obj | None:
-        return self._objects.get(key, {}).get((namespace, name))
+        place = f"{namespace}/{name}" if namespace else name
+        return self._objects.get(key, {}).get(place)
 
     def objects(self, key: str, namespace: str | None = None) -> list[Obj]:
+        """The objects of one resource (in one namespace), in etcd's key order."""
         items = self._objects.get(key, {})
-        return [obj for (ns, _), obj in sorted(items.items()) if namespace in (None, ns)]
+        return [
+            obj
+            for _, obj in sorted(items.items())
+            if namespace is None or obj["metadata"].get("namespace", "") == namespace
+        ]
 
     def all_keys(self) -> list[str]:
         return list(self._objects)
@@ -61,32 +156,116 @@ class Storage:
         self.revision += 1
         stored = copy.deepcopy(obj)
         stored["metadata"]["resourceVersion"] = str(self.revision)
-        meta = stored["metadata"]
-        self._objects.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = stored
-        self._publish(Change(self.revision, key, event, stored))
+        self._objects.setdefault(key, {})[sort_key(stored)] = stored
+        self._publish(key, event, stored)
         return stored
 
     def remove(self, key: str, obj: Obj) -> Obj:
-        meta = obj["metadata"]
-        self._objects.get(key, {}).pop((meta.get("namespace", ""), meta["name"]), None)
+        self._objects.get(key, {}).pop(sort_key(obj), None)
         self.revision += 1
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = str(self.revision)
-        self._publish(Change(self.revision, key, "DELETED", gone))
+        self._publish(key, "DELETED", gone)
         return gone
 
-    def _publish(self, change: Change) -> None:
-        self.history.append(change)
-        for watcher in self.watchers:
-            if watcher.wants(change):
-                watcher.queue.put_nowait(change)
+    # -- watchers and history ----------------------------------------------------------
 
-    def changes_since(self, rv: int) -> list[Change] | None:
-        """Changes after ``rv``, or None when the history no longer reaches back that far."""
-        if (
-            self.history
-            and self.history[0].rv > rv + 1
-            and len(self.history) == self.history.maxlen
+    def _publish(self, key: str, event: str, obj: Obj) -> None:
+        data = encode(obj)
+        change = Change(self.revision, key, event, obj, data)
+        now = time.monotonic()
+        namespace = obj["metadata"].get("namespace", "")
+        self._history.append(Entry(change.rv, key, namespace, event, data, now))
+        self._history_size += len(data) + _ENTRY_OVERHEAD
+        self._compact(now)
+        for watcher in list(self.watchers):
+            if watcher.wants(change):
+                if watcher.queue.qsize() >= WATCHER_BACKLOG:
+                    self.close(watcher)
+                else:
+                    watcher.queue.put_nowait(change)
+
+    def _compact(self, now: float) -> None:
+        """Forget changes past the window or the memory budget, oldest first."""
+        horizon = now - self.history_seconds
+        history = self._history
+        while history and (
+            history[0].at <= horizon
+            or len(history) > self.history_changes
+            or self._history_size > self.history_bytes
         ):
+            entry = history.popleft()
+            self._history_size -= len(entry.data) + _ENTRY_OVERHEAD
+            self.compacted = entry.rv
+
+    def replay(
+        self, rv: int, key: str | None = None, namespace: str | None = None
+    ) -> list[Entry] | None:
+        """The history after ``rv`` (of ``key``, in ``namespace``), or None when it no
+        longer reaches back that far. Entries hold JSON: decode them one at a time."""
+        self._compact(time.monotonic())
+        if rv < self.compacted:
+            self.expired_reads += 1
             return None
-        return [c for c in self.history if c.rv > rv]
+        return [
+            e
+            for e in self._history
+            if e.rv > rv
+            and (key is None or e.key == key)
+            and (not namespace or e.namespace == namespace)
+        ]
+
+    def changes_since(
+        self, rv: int, key: str | None = None, namespace: str | None = None
+    ) -> list[Change] | None:
+        """The changes after ``rv``, decoded (see :meth:`replay`)."""
+        entries = self.replay(rv, key, namespace)
+        return None if entries is None else [e.change() for e in entries]
+
+    def close(self, watcher: Watcher) -> None:
+        """End a watch stream (its backlog is dropped): the client watches again."""
+        self.watchers.discard(watcher)
+        watcher.closed = True
+        while not watcher.queue.empty():
+            watcher.queue.get_nowait()
+        watcher.queue.put_nowait(None)
+
+    def close_watchers(self) -> None:
+        """End every watch stream, as a restart of the API server would."""
+        for watcher in list(self.watchers):
+            self.close(watcher)
+
+    # -- list snapshots ----------------------------------------------------------------
+
+    def snapshot(self, key: str) -> Snapshot:
+        """The collection as it is now (sorted by key); see :meth:`keep`."""
+        found = self._snapshots.get((key, self.revision))
+        if found is not None:
+            return found
+        return Snapshot(key, self.revision, sorted(self._objects.get(key, {}).items()), 0.0)
+
+    def keep(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` for the continue tokens of a paged list (a bounded number,
+        least recently used first out)."""
+        place = (snapshot.key, snapshot.rv)
+        if place not in self._snapshots:
+            snapshot.at = time.monotonic()
+            self._snapshots[place] = snapshot
+            while len(self._snapshots) > SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        self._snapshots.move_to_end(place)
+
+    def snapshot_at(self, key: str, rv: int) -> Snapshot | None:
+        """The snapshot a continue token names, or None once it has expired (its
+        resourceVersion compacted, or older than the history window)."""
+        now = time.monotonic()
+        self._compact(now)
+        for place, snap in list(self._snapshots.items()):
+            if snap.rv < self.compacted or snap.at <= now - self.history_seconds:
+                del self._snapshots[place]
+        found = self._snapshots.get((key, rv))
+        if found is None:
+            self.expired_reads += 1
+        else:
+            self._snapshots.move_to_end((key, rv))
+        return found

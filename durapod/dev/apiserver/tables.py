@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from durapod.dev.apiserver import errors
 from durapod.dev.apiserver.registry import ResourceType
 
 Obj = dict[str, Any]
@@ -128,6 +129,16 @@ _BUILTIN: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = 
 }
 
 
+def include_object(value: str | None) -> str:
+    """The includeObject parameter, checked as ValidateTableOptions checks it."""
+    if value in (None, "", "Metadata", "Object", "None"):
+        return value or "Metadata"
+    raise errors.bad_request(
+        f'Unable to convert to Table as requested: includeObject: Invalid value: "{value}": '
+        "must be 'Metadata', 'Object', 'None', or empty"
+    )
+
+
 def _partial(obj: Obj) -> Obj:
     return {
         "kind": "PartialObjectMetadata",
@@ -136,8 +147,14 @@ def _partial(obj: Obj) -> Obj:
     }
 
 
-def table(rt: ResourceType, objs: list[Obj], resource_version: str, include: str) -> Obj:
-    """A meta.k8s.io/v1 Table of ``objs``; ``include`` is the includeObject parameter."""
+def table(
+    rt: ResourceType, objs: list[Obj], resource_version: str, include: str, headers: bool = True
+) -> Obj:
+    """A meta.k8s.io/v1 Table of ``objs``; ``include`` is the includeObject parameter.
+
+    Without ``headers`` the column definitions are left out (null), as the server sends
+    every watch event after the first: kubectl keeps the columns it has already seen.
+    """
     name_col = {
         "name": "Name",
         "type": "string",
@@ -181,6 +198,6 @@ def table(rt: ResourceType, objs: list[Obj], resource_version: str, include: str
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": definitions,
+        "columnDefinitions": definitions if headers else None,
         "rows": rows,
     }

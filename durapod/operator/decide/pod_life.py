@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from durapod.durations import format_duration
+from durapod.durations import format_duration, parse_duration
 from durapod.operator import verdicts
 from durapod.operator.decide import plans
 from durapod.operator.decide.plans import Event, Observed, Plan
@@ -15,7 +15,7 @@ from durapod.resources.models import (
     TaskDefinitionSpec,
 )
 from durapod.store.runs import Change, NewPod
-from durapod.timestamps import parse_time
+from durapod.timestamps import format_time, parse_time
 
 Obj = dict[str, Any]
 
@@ -43,17 +43,50 @@ def live(o: Observed) -> Plan:
                         "phase": Phase.RUNNING.value,
                         "started_at": r.started_at or o.now,
                         "message": message,
+                        "reason": None,
                     },
                     pod_started=r.pods,
                 ),
                 events=(Event("Running", message),),
                 mark_in_cluster=mark,
             )
+        if (stuck := verdicts.not_starting(o.pod or {})) is not None:
+            return not_starting(o, *stuck, mark=mark)
         return Plan(mark_in_cluster=mark)
     gone = {"metadata": {"name": o.pod_name}, "status": {"phase": "Unknown"}}
     verdict = verdicts.judge(o.pod or gone, o.pod is None or o.pod_deleted, reported)
     assert verdict is not None  # the pod has ended
     return after(o, verdict, reported)
+
+
+def not_starting(o: Observed, reason: str, detail: str, *, mark: bool) -> Plan:
+    """The pod cannot start (no node can hold it, its image cannot be pulled): say so on
+    the run, and fail it once it has waited its TaskDefinition's startDeadline."""
+    r = o.record
+    definition = plans.pinned(o)
+    record = o.pod_record
+    assert record is not None  # live() returned earlier without one
+    deadline = record.created_at + parse_duration(definition.start_deadline)
+    if o.now >= deadline:
+        message = (
+            f"pod {o.pod_name} did not start within its startDeadline of "
+            f"{definition.start_deadline}: {reason}: {detail}"
+        )
+        error = plans.run_error("StartDeadlineExceeded", message, reason)
+        return plans.finish(o, Phase.FAILED, error=error, pod_outcome="NotStarted")
+    if r.reason == reason:
+        return Plan(mark_in_cluster=mark, wake_at=deadline)
+    message = (
+        f"attempt {r.attempt}: pod {o.pod_name} cannot start ({reason}: {detail}); "
+        f"the run fails at {format_time(deadline)} unless it starts (startDeadline "
+        f"{definition.start_deadline})"
+    )
+    return Plan(
+        change=Change(set={"reason": reason, "message": message}),
+        events=(Event(reason, message, warning=True),),
+        mark_in_cluster=mark,
+        wake_at=deadline,
+    )
 
 
 def after(o: Observed, verdict: Verdict, reported: Obj) -> Plan:
@@ -108,6 +141,7 @@ def retry_or_fail(o: Observed, verdict: Verdict, definition: TaskDefinitionSpec)
             "machine": machine,
             "error": plans.recorded(error),
             "message": message,
+            "reason": error.get("reason") or error.get("type"),
         },
         release=True,
         pod_outcome=(r.pods, outcome),
@@ -123,7 +157,7 @@ def retry_or_fail(o: Observed, verdict: Verdict, definition: TaskDefinitionSpec)
 def suspend(o: Observed, suspend: Obj) -> Plan:
     """The pod exited to wait: the run holds no pod and no slot until it is due."""
     r = o.record
-    values: Obj = {"phase": Phase.WAITING.value}
+    values: Obj = {"phase": Phase.WAITING.value, "reason": None}
     if suspend.get("until"):
         values["resume_at"] = parse_time(suspend["until"])
         message = f"sleeping until {suspend['until']}"
