@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup dev test lint crds clean bench soak
+.PHONY: setup dev test lint crds chart clean bench soak
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ lint: setup
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# The CRDs, and the chart's copies of them and of durapod/permissions.py's RBAC rules.
 crds: setup
 	$(BIN)/durapod crds --output-dir crds
+	$(BIN)/python -m durapod.chart helm/durapod
+
+chart: setup
+	$(BIN)/python -m durapod.chart helm/durapod
 
 clean:
 	rm -rf $(VENV) .durapod .pytest_cache .mypy_cache .ruff_cache

@@ -21,33 +21,29 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+# The SDK's errors: ``ApiError`` (status, detail) is what every refused call raises, under
+# the root ``DurapodError``; both are importable from here too.
+from durapod.runner.errors import ApiError as ApiError
+from durapod.runner.errors import DurapodError as DurapodError
+
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled", "TimedOut"})
 LONG_POLL_SECONDS = 30.0
 
 
-class DurapodError(Exception):
-    """The API refused a call; ``status`` and ``detail`` say why."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
-class Unauthorized(DurapodError):
+class Unauthorized(ApiError):
     """401: no valid bearer token."""
 
 
-class NotFound(DurapodError):
+class NotFound(ApiError):
     """404: no such task or run."""
 
 
-class InvalidRequest(DurapodError):
+class InvalidRequest(ApiError):
     """400/413/422: a bad payload or option; nothing was created."""
 
 
-class Unavailable(DurapodError):
+class Unavailable(ApiError):
     """503: the API cannot reach its database; nothing was created. Try again after
     ``retry_after`` seconds (the clients do so themselves, ``retries`` times)."""
 
@@ -56,11 +52,11 @@ class Unavailable(DurapodError):
         self.retry_after = retry_after
 
 
-class WaitTimeout(DurapodError):
+class WaitTimeout(ApiError):
     """The run did not finish within the time ``wait`` was given."""
 
 
-_ERRORS: dict[int, type[DurapodError]] = {
+_ERRORS: dict[int, type[ApiError]] = {
     401: Unauthorized,
     404: NotFound,
     400: InvalidRequest,
@@ -182,7 +178,7 @@ def _result(response: httpx.Response) -> Any:
             retry_after = response.headers.get("retry-after", "1")
             wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 1.0
             raise Unavailable(503, detail, wait)
-        raise _ERRORS.get(response.status_code, DurapodError)(response.status_code, detail)
+        raise _ERRORS.get(response.status_code, ApiError)(response.status_code, detail)
     return response.json()
 
 

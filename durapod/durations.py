@@ -23,6 +23,25 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+_UNITS = (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000))
+
+
+def duration_string(delta: timedelta) -> str:
+    """The exact manifest form of a timedelta ("5m", "1h30m", "1s500ms", "0s"), which
+    :func:`parse_duration` reads back; raise ValueError for a negative one."""
+    micros = delta // timedelta(microseconds=1)
+    if micros < 0:
+        raise ValueError(f"a duration cannot be negative: {delta}")
+    parts = []
+    for unit, size in _UNITS:
+        count, micros = divmod(micros, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if micros:
+        parts.append(f"{micros / 1000:f}".rstrip("0").rstrip(".") + "ms")
+    return "".join(parts) or "0s"
+
+
 def format_duration(delta: timedelta) -> str:
     """Render a timedelta compactly for people: 850ms, 12.3s, 4m5s, 2h3m."""
     seconds = delta.total_seconds()

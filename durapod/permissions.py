@@ -24,6 +24,9 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    #: The resource is cluster-scoped: only a ClusterRole can grant it, whether or not
+    #: the chart's ``watchNamespaces`` limits the rest to Roles in those namespaces.
+    cluster_scoped: bool = False
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ OPERATOR: tuple[Rule, ...] = (
         ("customresourcedefinitions",),
         ("list", "watch"),
         "kopf's resource observer lists and watches CRDs",
+        cluster_scoped=True,
     ),
 )
 
@@ -99,6 +103,21 @@ API: tuple[Rule, ...] = (
         ("tokenreviews",),
         ("create",),
         "callers' ServiceAccount tokens are checked by TokenReview",
+        cluster_scoped=True,
+    ),
+)
+
+#: What the operator needs beyond ``OPERATOR`` when it serves only some namespaces
+#: (``DURAPOD_WATCH_NAMESPACES``, the chart's ``watchNamespaces``): kopf, run with a list of
+#: namespaces, lists and watches Namespaces to learn which of them exist (denied, it logs a
+#: warning and assumes they all do).
+OPERATOR_WATCHING_NAMESPACES: tuple[Rule, ...] = (
+    Rule(
+        ("",),
+        ("namespaces",),
+        ("list", "watch"),
+        "kopf's namespace observer, when the operator serves a list of namespaces",
+        cluster_scoped=True,
     ),
 )
 

@@ -22,7 +22,8 @@ import httpx
 from durapod import auth
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster
-from durapod.dev.kubelet import Kubelet
+from durapod.dev.controllers import ControllerManager
+from durapod.dev.kubelet import Kubelet, NodeSettings
 from durapod.operator.pods import LABEL_RUN, run_label
 
 T = TypeVar("T")
@@ -46,18 +47,39 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, what: str = "con
 class LocalCluster:
     """The stand-in API server (and optionally the kubelet) on a private event loop thread."""
 
-    def __init__(self, home: Path, kubelet: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        kubelet: bool = False,
+        request_log: bool = False,
+        controllers: bool = False,
+        node: NodeSettings | None = None,
+    ) -> None:
         self.home = home
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.cluster: Cluster = self.call(self._make_cluster())
         self.log_dir = home / "pod-logs"
-        self._runner, self.url = self.call(apiserver.start(self.cluster, TOKEN, self.log_dir))
+        #: Every request answered, with its user and RBAC decision (when asked for).
+        self.request_log = home / "apiserver-requests.jsonl" if request_log else None
+        serving = self.call(
+            apiserver.serve(self.cluster, TOKEN, self.log_dir, request_log=self.request_log)
+        )
+        self._runner, self.url = serving.runner, serving.url
+        #: HTTPS (trusting the cluster's CA), and the address pods are given.
+        self.secure_url, self.cluster_url = serving.secure_url, serving.cluster_url
         self.kubelet: Kubelet | None = None
         if kubelet:
-            self.kubelet = Kubelet(self.url, TOKEN, self.log_dir, REPO)
+            self.kubelet = Kubelet(
+                self.url, TOKEN, self.log_dir, REPO, node, cluster_url=self.cluster_url
+            )
             self._kubelet_task = self.call(self._spawn(self.kubelet.run()))
+        #: Deployment, ReplicaSet and Endpoints controllers (when asked for).
+        self.controllers: ControllerManager | None = None
+        if controllers:
+            self.controllers = ControllerManager(self.url, TOKEN)
+            self.call(self._start_controllers(self.controllers))
         self.kubeconfig = home / "kubeconfig"
         self.kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
@@ -69,6 +91,10 @@ class LocalCluster:
 
     async def _make_cluster(self) -> Cluster:
         return Cluster(tokens={TOKEN: {"username": "admin", "groups": ["system:masters"]}})
+
+    async def _start_controllers(self, manager: ControllerManager) -> None:
+        manager.start()
+        await manager.synced()
 
     async def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return asyncio.create_task(coro)
@@ -117,6 +143,8 @@ class LocalCluster:
         return kubectl(self.kubeconfig, self.home / "kube-cache", *args, input=input, check=check)
 
     def close(self) -> None:
+        if self.controllers is not None:
+            self.call(self.controllers.stop())
         if self.kubelet is not None:
             self._kubelet_task.cancel()
             self.call(self.kubelet.stop())
@@ -187,8 +215,10 @@ class DevProcess:
 
     @property
     def kube_url(self) -> str:
+        """The stand-in's plain HTTP address (the kubeconfig's ``durapod-dev-insecure``
+        context), where a request without a token is the admin's."""
         text = (self.home / "kubeconfig").read_text()
-        return text.split("server: ", 1)[1].split()[0]
+        return "http://" + text.split("server: http://", 1)[1].split()[0]
 
     def get(self, path: str, **params: Any) -> Any:
         """GET from the stand-in API server (faster than kubectl for polling)."""

@@ -32,7 +32,12 @@ def _pod(name: str, code: str, memory: str | None = None, grace: int = 30) -> di
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name},
-        "spec": {"containers": [container], "terminationGracePeriodSeconds": grace},
+        # As durapod's task pods: a pod that ends stays ended (Always would restart it).
+        "spec": {
+            "containers": [container],
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": grace,
+        },
     }
 
 

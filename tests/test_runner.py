@@ -11,7 +11,7 @@ import pytest
 import durapod
 from durapod import AbortRun, ChildRunFailedError, Context, Retry, RetryAfter, task
 from durapod.operator.verdicts import retry_delay
-from durapod.resources.models import RetryPolicy
+from durapod.resources.definitions import spec
 from durapod.runner.entrypoint import describe, invoke, load
 from durapod.testing import MemoryJournal, TaskHarness
 
@@ -21,11 +21,17 @@ CTX = Context(run_id="r", name="n", namespace="ns", attempt=2, journal=MemoryJou
 def test_public_sdk_exports_are_pinned() -> None:
     assert sorted(durapod.__all__) == [
         "AbortRun",
+        "ApiError",
         "CheckpointTooLargeError",
         "ChildRunFailedError",
         "Context",
         "DuplicateStepError",
+        "DurapodError",
+        "InvalidPayloadError",
+        "NonRetryableError",
         "NotSerializableError",
+        "OnOOM",
+        "Queue",
         "Retry",
         "RetryAfter",
         "Task",
@@ -67,9 +73,9 @@ def test_task_decorator_checks_its_target_and_types_the_payload() -> None:
         return Order(id=order.id, amount=order.amount * 2)
 
     assert invoke(charge, {"id": 1, "amount": 2.5}, CTX) == {"id": 1, "amount": 5.0}
-    manifest = charge.definition(image="shop:1", entrypoint="shop.tasks:charge")
-    assert manifest["spec"]["retry"]["maxAttempts"] == 5
-    assert manifest["spec"]["maxDuration"] == "120s"
+    generated = spec(charge, image="shop:1", entrypoint="shop.tasks:charge")
+    assert generated["retry"]["maxAttempts"] == 5
+    assert generated["maxDuration"] == "2m"
     with pytest.raises(Exception, match="invalid payload for task charge"):
         invoke(charge, {"id": "x"}, CTX)
 
@@ -213,7 +219,7 @@ def test_a_failed_child_run_is_reported_as_not_retryable() -> None:
     assert report["retryable"] is False  # a retry would only replay the same failure
     assert f"child run {child} failed: ValueError: bad" in report["message"]
     # ... so the operator fails the parent now instead of spending its attempts
-    assert retry_delay(RetryPolicy(max_attempts=5), 1, report) is None
+    assert retry_delay(Retry(max_attempts=5), 1, report) is None
 
 
 def test_a_task_can_opt_in_to_retrying_a_failed_child() -> None:

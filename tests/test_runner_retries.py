@@ -14,7 +14,8 @@ from typing import ClassVar
 import pytest
 
 from durapod.runner import api as client
-from durapod.runner.api import ApiError, RunApi
+from durapod.runner.api import RunApi
+from durapod.runner.errors import ApiError
 
 
 class Scripted(BaseHTTPRequestHandler):

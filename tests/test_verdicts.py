@@ -9,7 +9,11 @@ import pytest
 
 from durapod.durations import parse_duration
 from durapod.operator.verdicts import Outcome, judge, next_machine, retry_delay
-from durapod.resources.models import RetryPolicy
+from durapod.runner.retry import Retry
+
+
+def _s(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
 def _pod(
@@ -62,7 +66,7 @@ def test_judging_how_a_pod_ended() -> None:
 
 
 def test_backoff_grows_by_the_factor_up_to_the_maximum() -> None:
-    policy = RetryPolicy(max_attempts=10, min_delay="1s", max_delay="5s", factor=2, jitter=False)
+    policy = Retry(max_attempts=10, min_delay=_s(1), max_delay=_s(5), factor=2, jitter=False)
     delays = [retry_delay(policy, attempt, {}) for attempt in range(1, 6)]
     assert delays == [timedelta(seconds=s) for s in (1, 2, 4, 5, 5)]
 
@@ -84,8 +88,12 @@ def test_backoff_grows_by_the_factor_up_to_the_maximum() -> None:
 def test_jitter_keeps_the_delay_within_min_and_max(
     min_delay: str, max_delay: str, factor: float, attempt: int, low: float, high: float
 ) -> None:
-    policy = RetryPolicy(
-        max_attempts=100, min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=True
+    policy = Retry(
+        max_attempts=100,
+        min_delay=parse_duration(min_delay),
+        max_delay=parse_duration(max_delay),
+        factor=factor,
+        jitter=True,
     )
     delays = [retry_delay(policy, attempt, {}) for _ in range(500)]
     assert all(d is not None for d in delays)
@@ -99,7 +107,7 @@ def test_jitter_keeps_the_delay_within_min_and_max(
 
 
 def test_jitter_never_goes_below_min_delay_for_any_attempt() -> None:
-    policy = RetryPolicy(max_attempts=20, min_delay="1s", max_delay="30s", jitter=True)
+    policy = Retry(max_attempts=20, min_delay=_s(1), max_delay=_s(30), jitter=True)
     for attempt in range(1, 20):
         for _ in range(200):
             delay = retry_delay(policy, attempt, {})
@@ -108,7 +116,7 @@ def test_jitter_never_goes_below_min_delay_for_any_attempt() -> None:
 
 
 def test_retry_after_is_not_jittered() -> None:
-    policy = RetryPolicy(max_attempts=3, min_delay="1m", max_delay="5m", jitter=True)
+    policy = Retry(max_attempts=3, min_delay=_s(60), max_delay=_s(300), jitter=True)
     for _ in range(50):
         # the task's explicit retryAfter wins, even below minDelay
         assert retry_delay(policy, 1, {"retryAfter": 0.5}) == timedelta(seconds=0.5)
@@ -123,12 +131,12 @@ def test_retry_after_is_not_jittered() -> None:
     ],
 )
 def test_when_there_is_no_retry(attempt: int, error: dict[str, Any]) -> None:
-    policy = RetryPolicy(max_attempts=3, non_retryable_errors=["KeyError"])
+    policy = Retry(max_attempts=3, non_retryable_errors=("KeyError",))
     assert retry_delay(policy, attempt, error) is None
 
 
 def test_retry_after_overrides_the_policy() -> None:
-    policy = RetryPolicy(max_attempts=3, min_delay="1s")
+    policy = Retry(max_attempts=3, min_delay=_s(1))
     assert retry_delay(policy, 1, {"retryAfter": 42.0}) == timedelta(seconds=42)
 
 

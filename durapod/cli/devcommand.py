@@ -146,6 +146,7 @@ def run(
     operators: int = 1,
     apis: int = 1,
     capacity: dict[str, str] | None = None,
+    tasks: tuple[Path, ...] = (),
 ) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     stack = Stack(
@@ -153,6 +154,6 @@ def run(
         workdir=Path.cwd(),
         operators=operators,
         apis=apis,
-        node=NodeSettings(capacity=capacity or {}),
+        node=NodeSettings(capacity=capacity or {}, python_path=tasks),
     )
     return asyncio.run(_serve(stack, demo))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from durapod.cli import runs
+from durapod.cli import definitions, runs
 from durapod.resources import crds as crd_gen
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 
 app.command("trigger")(runs.trigger)
 app.command("queues")(runs.queues)
+app.command("definitions")(definitions.definitions)
 app.add_typer(runs.runs_app, name="runs")
 
 
@@ -55,12 +56,25 @@ def dev(
         str | None,
         typer.Option(help="Memory the local node offers pods, e.g. 8Gi (default: this machine's)."),
     ] = None,
+    tasks: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tasks",
+            help="A directory of task code, put first on the task pods' PYTHONPATH "
+            "(repeatable; the current directory always is on it).",
+            exists=True,
+            file_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
 ) -> None:
     """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
     from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
 
     capacity = {"cpu": node_cpu, **({"memory": node_memory} if node_memory else {})}
-    raise typer.Exit(devcommand.run(home.resolve(), demo, operators, apis, capacity))
+    raise typer.Exit(
+        devcommand.run(home.resolve(), demo, operators, apis, capacity, tuple(tasks or ()))
+    )
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from durapod.cli.tools import kubectl_path
-from durapod.client import Client, DurapodError, Run
+from durapod.client import ApiError, Client, Run
 
 runs_app = typer.Typer(help="List, inspect, cancel and replay runs.", no_args_is_help=True)
 console = Console(highlight=False)
@@ -39,7 +39,7 @@ def _client(namespace: str) -> Client:
         raise typer.BadParameter(f"{exc} (source .durapod/env after durapod dev)") from exc
 
 
-def _fail(exc: DurapodError) -> typer.Exit:
+def _fail(exc: ApiError) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {exc.detail} ({exc.status})")
     return typer.Exit(1)
 
@@ -81,7 +81,7 @@ def trigger(
     with _client(namespace) as client:
         try:
             run = client.trigger(task, body, idempotency_key=idempotency_key, tags=tag)
-        except DurapodError as exc:
+        except ApiError as exc:
             raise _fail(exc) from exc
     _show(run, output)
 
@@ -99,7 +99,7 @@ def list_runs(
     with _client(namespace) as client:
         try:
             page = client.list(task=task, phase=phase, tag=tag, limit=limit)
-        except DurapodError as exc:
+        except ApiError as exc:
             raise _fail(exc) from exc
     if output == Output.JSON:
         typer.echo(json.dumps(page["runs"], indent=2))
@@ -121,7 +121,7 @@ def _one(action: str, name: str, namespace: str, output: Output) -> None:
     with _client(namespace) as client:
         try:
             run: Run = getattr(client, action)(name)
-        except DurapodError as exc:
+        except ApiError as exc:
             raise _fail(exc) from exc
     _show(run, output)
 
@@ -160,7 +160,7 @@ def run_logs(
     with _client(namespace) as client:
         try:
             run = client.get(name)
-        except DurapodError as exc:
+        except ApiError as exc:
             raise _fail(exc) from exc
     pods: list[dict[str, Any]] = run.raw.get("attempts") or []
     if not pods:
@@ -174,7 +174,7 @@ def queues(namespace: Namespace = "default", output: OutputOption = Output.TABLE
     with _client(namespace) as client:
         try:
             found = client.queues()
-        except DurapodError as exc:
+        except ApiError as exc:
             raise _fail(exc) from exc
     if output == Output.JSON:
         typer.echo(json.dumps(found, indent=2))

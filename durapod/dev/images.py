@@ -10,13 +10,18 @@ matched exactly, so ``durapod`` does not run ``durapod:dev``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: The image durapod's own pods run, and the environment it stands for.
 DEV_IMAGE = "durapod:dev"
+#: A file in an image's directory holding what an OCI image config would: its default
+#: command (``{"Entrypoint": [...], "Cmd": [...]}``), for containers that give none.
+CONFIG_FILE = "image-config.json"
 _DOMAIN = re.compile(r"[^/]*[.:][^/]*|localhost")
 
 
@@ -70,6 +75,18 @@ class Images:
 
     def find(self, image: str) -> Path | None:
         return self._by_reference.get(normalise(image))
+
+    def with_defaults(self, container: dict[str, Any]) -> dict[str, Any]:
+        """The container with its image's Entrypoint and Cmd filled in, as a runtime
+        merges them: ``command`` replaces the Entrypoint (and drops the Cmd), ``args``
+        replaces the Cmd."""
+        where = self.find(str(container.get("image") or ""))
+        config_file = where / CONFIG_FILE if where is not None else None
+        if config_file is None or not config_file.exists() or container.get("command"):
+            return container
+        config = json.loads(config_file.read_text())
+        args = container.get("args") or config.get("Cmd") or []
+        return {**container, "command": config.get("Entrypoint") or [], "args": args}
 
     def node_status(self) -> list[dict[str, object]]:
         """``status.images`` of the Node: what the scheduler sees as present."""

@@ -14,6 +14,13 @@ a pod deleted gracefully gets SIGTERM, then SIGKILL when its grace period runs o
 Images are not pulled: a known image stands for a local environment (see
 :mod:`durapod.dev.images`); any other image waits in ``ErrImagePull`` and
 ``ImagePullBackOff``, with the kubelet's Events, and never runs.
+
+A container's process runs in a mount namespace of its own with the pod's volumes at
+their ``mountPath`` (:mod:`durapod.dev.volumes`, :mod:`durapod.dev.podinit`: the kubelet
+needs root for that and refuses to start without it) and the environment its spec gives
+it (:mod:`durapod.dev.podenv`: Secrets, ConfigMaps, the downward API, ``$(VAR)``, and the
+API server's ``KUBERNETES_SERVICE_*`` variables); a missing Secret or ConfigMap holds it
+in ``CreateContainerConfigError``, a command that cannot start ends it as ``StartError``.
 """
 
 from __future__ import annotations
@@ -25,25 +32,36 @@ import logging
 import math
 import os
 import signal
+import sys
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from durapod.dev import images, node, scheduling
+from durapod.dev import images, node, podenv, podinit, podnet, probes, restarts, scheduling
 from durapod.dev.apiserver import pods
 from durapod.dev.apiserver.server import log_file_name
 from durapod.dev.nodeapi import NodeApi
 from durapod.dev.nodeapi import now as _now
+from durapod.dev.podnet import PodNetworks
 from durapod.dev.scheduler import Scheduler
-from durapod.dev.volumes import MountError, Volumes, translate
+from durapod.dev.volumes import MountError, Volumes, check_mount_namespaces
 
 log = logging.getLogger("durapod.dev.kubelet")
 Obj = dict[str, Any]
 WATCHDOG_SECONDS = 0.1
+#: How soon a container waiting in CreateContainerConfigError is tried again (the pod
+#: worker's back-off after a failed sync).
+CONFIG_RETRY_SECONDS = 10.0
+#: How containerd words a container that could not be started, before runc's reason.
+START_ERROR_PREFIX = (
+    "failed to create containerd task: failed to create shim task: OCI runtime create "
+    "failed: runc create failed: unable to start container process: "
+)
 #: How often the kubelet posts its Node's status when nothing changes
 #: (nodeStatusReportFrequency).
 NODE_STATUS_SECONDS = 300.0
@@ -76,6 +94,24 @@ class NodeSettings:
     image_back_off: timedelta = timedelta(seconds=10)
     #: The longest wait between image pulls (300s upstream).
     image_back_off_max: timedelta = timedelta(seconds=300)
+    #: The wait before the second restart of a container that keeps exiting
+    #: (CrashLoopBackOff); each further exit doubles it (10s upstream; the first restart
+    #: is at once).
+    crash_back_off: timedelta = timedelta(seconds=10)
+    #: The longest crash back-off (300s upstream); a container that ran twice as long
+    #: as this before it exited starts again from the first.
+    crash_back_off_max: timedelta = timedelta(seconds=300)
+    #: Directories put first on every pod's ``PYTHONPATH``, before the working directory:
+    #: where task code outside the checkout lives (``durapod dev --tasks DIR``).
+    python_path: tuple[Path, ...] = ()
+    #: ``host``: pods share this machine's network (their IP is 127.0.0.1, two pods
+    #: cannot listen on one port). ``isolated`` (root only): each pod has a network
+    #: namespace of its own, reaches Services by name and ClusterIP, and this machine's
+    #: loopback services at ``127.0.0.1`` (see :mod:`durapod.dev.podnet`).
+    pod_network: str = "host"
+    #: With an isolated pod network: the ports of this machine's loopback a pod reaches at
+    #: its own ``127.0.0.1`` (the API server's are always among them).
+    host_ports: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -88,8 +124,21 @@ class Container:
     process: asyncio.subprocess.Process
     started_at: str
     memory_limit: int | None
-    killed_for: str | None = None  # OOMKilled | Evicted | Deleted | DeadlineExceeded
+    killed_for: str | None = None  # OOMKilled | Evicted | Deleted | DeadlineExceeded | Unhealthy
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How often the container was restarted before this run, and how the last run ended.
+    restart_count: int = 0
+    last_state: Obj = field(default_factory=dict)
+    #: The run's probes; the exit status once it ended.
+    prober: probes.Prober | None = None
+    code: int | None = None
+    #: Set while the container waits out its crash back-off, to end the wait early.
+    wake: asyncio.Event | None = None
+    #: Held while a status is made and written: the last write has the latest state.
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Where its probes and hooks go; whether it is being stopped already.
+    target: probes.Target | None = None
+    stopping: bool = False
 
 
 class Kubelet:
@@ -100,8 +149,16 @@ class Kubelet:
         log_dir: Path,
         workdir: Path,
         settings: NodeSettings | None = None,
+        cluster_url: str = "",
     ) -> None:
+        """A node whose kubelet talks to the API server at ``api_url`` with ``token``;
+        ``cluster_url`` is the server's HTTPS address, given to pods as
+        ``KUBERNETES_SERVICE_HOST``/``_PORT`` (none when empty). Raises
+        :class:`~durapod.dev.volumes.NoMountNamespaces` when this machine cannot give a
+        container its own mounts."""
+        check_mount_namespaces()
         self.settings = settings or NodeSettings()
+        self.cluster_url = cluster_url
         self.api_url = api_url
         self.token = token
         self.log_dir = log_dir
@@ -111,7 +168,11 @@ class Kubelet:
         self.allocatable = self.capacity - scheduling.Amounts.of(self.settings.reserved)
         self.images = images.Images({**images.default_images(), **self.settings.images})
         self.api = NodeApi(api_url, token, self.node_name)
-        self.volumes = Volumes(self.api, log_dir.parent / "kubelet-pods")
+        self.volumes = Volumes(
+            self.api, log_dir.parent / "kubelet-pods", self.allocatable.resource_list()
+        )
+        #: Why a container's process could not start, by its pid (it exited 128).
+        self.start_errors: dict[int, str] = {}
         self.scheduler = Scheduler(self.api, self.allocatable)
         self.containers: dict[str, Container] = {}
         self._admitted: set[str] = set()
@@ -121,8 +182,47 @@ class Kubelet:
             self.settings.image_back_off_max.total_seconds(),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Pods seen being deleted: their containers are not restarted.
+        self._deleting: set[str] = set()
+        #: The crash back-off of each container (CrashLoopBackOff).
+        self._crashes = restarts.CrashBackOff(
+            self.settings.crash_back_off.total_seconds(),
+            self.settings.crash_back_off_max.total_seconds(),
+        )
+        #: When each pod's activeDeadlineSeconds passes (loop time), across restarts.
+        self._deadlines: dict[str, float] = {}
+        #: Each pod's conditions as last written: type → (status, lastTransitionTime).
+        self._transitions: dict[str, dict[str, tuple[str, str]]] = {}
+        #: Every container process started and not yet seen to end.
+        self._processes: set[asyncio.subprocess.Process] = set()
+        #: Each pod's own network namespace (with ``pod_network="isolated"``).
+        self.network: PodNetworks | None = None
+        if self.settings.pod_network == "isolated":
+            if reason := podnet.unavailable():
+                raise podnet.NetworkError(reason)
+            served = [urlsplit(u) for u in (api_url, cluster_url) if u]
+            self.network = PodNetworks(
+                api_url,
+                token,
+                [("127.0.0.1", p) for p in self.settings.host_ports]
+                + [(u.hostname, u.port) for u in served if u.hostname and u.port],
+            )
+            self.network.start()  # here, so that a machine that cannot says so at once
+        elif self.settings.pod_network != "host":
+            raise ValueError(
+                f"pod_network must be host or isolated, not {self.settings.pod_network!r}"
+            )
 
     async def _patch_status(self, c: Container, status: Obj) -> None:
+        """Write the pod's status; a condition whose status stays keeps the time it last
+        changed (readiness over time is what minReadySeconds counts)."""
+        seen = self._transitions.setdefault(c.uid, {})
+        for condition in status.get("conditions") or []:
+            before = seen.get(condition["type"])
+            if before is not None and before[0] == condition["status"]:
+                condition["lastTransitionTime"] = before[1]
+            else:
+                seen[condition["type"]] = (condition["status"], condition["lastTransitionTime"])
         await self.api.patch_pod_status(c.namespace, c.name, status)
 
     # -- the node ----------------------------------------------------------------------
@@ -159,6 +259,8 @@ class Kubelet:
         re-listing whenever the watch ends."""
         self._spawn(self._post_node_status())
         self._spawn(self.scheduler.run())
+        if self.network is not None:
+            self._spawn(self.network.run())
         session = self.api.session
         while True:
             try:
@@ -196,12 +298,17 @@ class Kubelet:
             if running and running.process.returncode is None:
                 running.killed_for = running.killed_for or "Deleted"
                 _kill(running, signal.SIGKILL)
+            if running and running.wake is not None:
+                running.wake.set()
             return
         node_name = pod["spec"].get("nodeName")
         if meta.get("deletionTimestamp"):
+            self._deleting.add(uid)
             if running and running.process.returncode is None:
                 grace = int(meta.get("deletionGracePeriodSeconds") or 0)
                 self._spawn(self._terminate(running, grace, "Deleted"))
+            elif running and running.wake is not None:  # waiting to be restarted
+                running.wake.set()
             elif running is None and node_name in (None, self.node_name):
                 self._stop_pulling(uid)
                 await self.api.delete_now(meta["namespace"], meta["name"], uid)
@@ -218,6 +325,12 @@ class Kubelet:
 
     def _forget(self, uid: str) -> None:
         self._stop_pulling(uid)
+        self._deleting.discard(uid)
+        self._deadlines.pop(uid, None)
+        self._transitions.pop(uid, None)
+        if self.network is not None:
+            self._spawn(self.network.remove(uid))
+        self._crashes.forget(f"{uid}_")
         self.volumes.unmount(uid)
         self._admitted.discard(uid)
         self.api.forget_events(uid)
@@ -369,99 +482,174 @@ class Kubelet:
         limit = (container.get("resources") or {}).get("limits", {}).get("memory")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / log_file_name(meta["namespace"], meta["name"], meta["uid"])
-        with log_path.open("ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                *(container.get("command") or []),
-                *(container.get("args") or []),
-                env=self._env(pod, container, environment, dirs),
-                cwd=self.workdir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+        if (
+            self.network is not None
+            and not spec.get("hostNetwork")
+            and not await self._network(pod)
+        ):
+            return
+        before: Container | None = None
+        while True:
+            process, env = await self._launch(pod, container, environment, dirs, log_path)
+            c = Container(
+                meta["namespace"],
+                meta["name"],
+                meta["uid"],
+                process,
+                _now(),
+                _bytes(limit),
             )
-        c = Container(
-            meta["namespace"],
-            meta["name"],
-            meta["uid"],
-            process,
-            _now(),
-            _bytes(limit),
-        )
-        self.containers[meta["uid"]] = c
-        if meta["uid"] not in self._admitted:  # deleted while it was starting
-            c.killed_for = "Deleted"
-            _kill(c, signal.SIGKILL)
-        log.info("started pod %s/%s as pid %d", c.namespace, c.name, process.pid)
-        await self._patch_status(
-            c,
-            {
-                "phase": "Running",
-                "startTime": c.started_at,
-                **_ADDRESSES,
-                "conditions": _conditions(ready=True),
-                "containerStatuses": [
-                    self._container_status(
-                        container, c, {"running": {"startedAt": c.started_at}}, ready=True
-                    )
-                ],
-            },
-        )
-        guards = []
-        if c.memory_limit:
-            guards.append(asyncio.create_task(self._watch_memory(c)))
-        if (deadline := spec.get("activeDeadlineSeconds")) is not None:
-            grace = float(spec.get("terminationGracePeriodSeconds", 30))
-            guards.append(asyncio.create_task(self._deadline(c, float(deadline), grace)))
-        code = await process.wait()
-        for guard in guards:
-            guard.cancel()
-        await self._report_exit(pod, container, c, code)
+            if before is not None:
+                c.restart_count = before.restart_count + 1
+                c.last_state = before.last_state
+            self.containers[meta["uid"]] = c
+            if meta["uid"] not in self._admitted:  # deleted while it was starting
+                c.killed_for = "Deleted"
+                _kill(c, signal.SIGKILL)
+            log.info("started pod %s/%s as pid %d", c.namespace, c.name, process.pid)
+            if not await self._run(pod, container, c, env):
+                break
+            before = c
         self.volumes.unmount(meta["uid"])
-        c.done.set()
+        if self.network is not None:
+            await self.network.remove(meta["uid"])
 
-    def _env(
-        self, pod: Obj, container: Obj, environment: Path, dirs: dict[str, Path]
-    ) -> dict[str, str]:
-        fields = {
-            "metadata.name": pod["metadata"]["name"],
-            "metadata.namespace": pod["metadata"]["namespace"],
-            "metadata.uid": pod["metadata"]["uid"],
-            "spec.nodeName": self.node_name,
+    async def _launch(
+        self, pod: Obj, container: Obj, environment: Path, dirs: dict[str, Path], log_path: Path
+    ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+        """Start the container's process; the process and its environment.
+
+        The process is :mod:`durapod.dev.podinit`, which mounts the pod's volumes in a
+        mount namespace of its own and then execs the container's command (so its pid
+        is the container's); it says through a pipe whether that went well. A start
+        that fails (a command not found, say) exits 128 with the reason in
+        :attr:`start_errors` and in the log, as a runtime's StartError. While the
+        container's configuration cannot be made (a missing Secret) it waits; if the
+        pod goes away meanwhile, the pod's worker is cancelled.
+        """
+        env = await self._config(pod, container, environment)
+        if env is None:
+            raise asyncio.CancelledError  # the pod is gone: nothing to start
+        uid = pod["metadata"]["uid"]
+        security = container.get("securityContext") or {}
+        layout = {
+            "scratch": str(self.volumes.scratch(uid)),
+            "cwd": container.get("workingDir") or str(self.workdir),
+            "mounts": self._mounts(pod, container, dirs, env),
+            "readOnlyRootFilesystem": bool(security.get("readOnlyRootFilesystem")),
         }
-        env = {
+        status_read, status_write = os.pipe()
+        try:
+            with log_path.open("ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    *self._netns(uid),
+                    sys.executable,
+                    "-I",
+                    podinit.__file__,
+                    "--status",
+                    str(status_write),
+                    json.dumps(layout),
+                    "--",
+                    *podenv.command(self.images.with_defaults(container), env),
+                    env=env,
+                    cwd=self.workdir,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(status_write,),
+                )
+        finally:
+            os.close(status_write)
+        self._processes.add(process)
+        failure = await asyncio.to_thread(_read_to_end, status_read)
+        if failure:
+            message = f"{START_ERROR_PREFIX}{failure.decode(errors='replace')}: unknown"
+            self.start_errors[process.pid] = message
+            ref = f"spec.containers{{{container['name']}}}"
+            await self.api.record(pod, "Warning", "Failed", f"Error: {message}", field_path=ref)
+        return process, env
+
+    def _mounts(
+        self, pod: Obj, container: Obj, dirs: dict[str, Path], env: Mapping[str, str]
+    ) -> list[Obj]:
+        """The container's volume mounts, and the pod's ``/etc/hosts`` unless it mounts
+        one of its own."""
+        mounts = self.volumes.mounts(pod, container, dirs, env)
+        if not any(m["target"].rstrip("/") == "/etc/hosts" for m in mounts):
+            api_host = urlsplit(self.cluster_url).hostname or ""
+            hosts = self.volumes.hosts_file(pod, api_host)
+            mounts.append({"source": str(hosts), "target": "/etc/hosts", "readOnly": False})
+            if self.network is not None:  # and the Services' names
+                self.network.keep_hosts(pod["metadata"]["uid"], hosts)
+        return mounts
+
+    async def _config(self, pod: Obj, container: Obj, environment: Path) -> dict[str, str] | None:
+        """The container's environment. While a ConfigMap or Secret it needs is missing,
+        the container waits in ``CreateContainerConfigError`` and is tried again as the
+        pod worker does after a failed sync; None once the pod is gone."""
+        started = _now()
+        ref = f"spec.containers{{{container['name']}}}"
+        while pod["metadata"]["uid"] in self._admitted:
+            try:
+                return await self._env(pod, container, environment)
+            except (podenv.ConfigError, MountError) as exc:
+                await self.api.record(pod, "Warning", "Failed", f"Error: {exc}", field_path=ref)
+                await self._report_waiting(
+                    pod, container, started, "CreateContainerConfigError", str(exc)
+                )
+            await asyncio.sleep(CONFIG_RETRY_SECONDS)
+        return None
+
+    async def _env(self, pod: Obj, container: Obj, environment: Path) -> dict[str, str]:
+        """The image's environment, then what the container's spec gives it (see
+        :mod:`durapod.dev.podenv`), with the API server's service variables."""
+        image = {
             "PATH": f"{environment}:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(self.workdir),
+            "PYTHONPATH": os.pathsep.join(map(str, (*self.settings.python_path, self.workdir))),
             "PYTHONUNBUFFERED": "1",
             "HOSTNAME": pod["metadata"]["name"],
         }
-        for var in container.get("env") or []:
-            ref = (var.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
-            value = fields.get(ref, "") if ref else str(var.get("value", ""))
-            env[var["name"]] = translate(container, dirs, value)
-        return env
+        placed = {
+            **pod,
+            "spec": {**pod["spec"], "nodeName": self.node_name},
+            "status": {**(pod.get("status") or {}), **self._addresses(pod)},
+        }
+        given = await podenv.container_env(
+            placed,
+            container,
+            self.volumes.read,
+            self.allocatable.resource_list(),
+            podenv.service_variables(self.cluster_url),
+        )
+        return {**image, **given}
 
-    def _container_status(self, container: Obj, c: Container, state: Obj, ready: bool) -> Obj:
-        return {
+    def _container_status(
+        self, container: Obj, c: Container, state: Obj, ready: bool, started: bool | None = None
+    ) -> Obj:
+        status = {
             "name": container["name"],
             "image": container.get("image", ""),
             "imageID": "",
             "containerID": f"subprocess://{c.process.pid}",
             "ready": ready,
-            "started": ready,
-            "restartCount": 0,
+            "started": ready if started is None else started,
+            "restartCount": c.restart_count,
             "state": state,
         }
+        if c.last_state:
+            status["lastState"] = c.last_state
+        return status
 
-    async def _report_exit(self, pod: Obj, container: Obj, c: Container, code: int) -> None:
-        exit_code = 128 - code if code < 0 else code
+    def _terminated(self, c: Container, code: int) -> Obj:
+        """The container's ``state.terminated`` after its process exited with ``code``."""
         reason = {"OOMKilled": "OOMKilled"}.get(
             c.killed_for or "", "Completed" if code == 0 else "Error"
         )
         terminated: Obj = {
-            "exitCode": exit_code,
+            "exitCode": 128 - code if code < 0 else code,
             "reason": reason,
             "startedAt": c.started_at,
             "finishedAt": _now(),
@@ -469,6 +657,13 @@ class Kubelet:
         }
         if code < 0:
             terminated["signal"] = -code
+        if (error := self.start_errors.pop(c.process.pid, None)) is not None:
+            terminated.update(reason="StartError", message=error)  # it never ran
+        return terminated
+
+    async def _report_exit(self, pod: Obj, container: Obj, c: Container, code: int) -> None:
+        terminated = self._terminated(c, code)
+        exit_code, reason = terminated["exitCode"], terminated["reason"]
         status: Obj = {
             "phase": "Succeeded" if code == 0 else "Failed",
             "conditions": _conditions(ready=False, evicted=c.killed_for == "Evicted")
@@ -493,6 +688,149 @@ class Kubelet:
         if c.killed_for == "Deleted":
             await self.api.delete_now(c.namespace, c.name, c.uid)
 
+    # -- a running container: probes, exit, restarts -----------------------------------
+
+    async def _run(self, pod: Obj, container: Obj, c: Container, env: dict[str, str]) -> bool:
+        """The container from its start to its exit: its guards and probes, then its exit
+        reported, or (restartPolicy Always, or OnFailure after a failure) its crash
+        back-off waited out. True when it is to start again."""
+        spec = pod["spec"]
+        ref = f"spec.containers{{{container['name']}}}"
+        grace = float(spec.get("terminationGracePeriodSeconds", 30))
+
+        async def changed(kind: str, passed: bool) -> None:
+            if passed or kind == "readinessProbe":
+                await self._report_running(pod, container, c)
+                return
+            which = "liveness" if kind == "livenessProbe" else "startup"
+            message = f"Container {container['name']} failed {which} probe, will be restarted"
+            await self.api.record(pod, "Normal", "Killing", message, field_path=ref)
+            given = container[kind].get("terminationGracePeriodSeconds")
+            wait = float(given) if given is not None else grace
+            self._spawn(self._terminate(c, wait, "Unhealthy"))
+
+        async def failed(kind: str, message: str) -> None:
+            await self.api.record(pod, "Warning", "Unhealthy", message, field_path=ref)
+
+        uid = pod["metadata"]["uid"]
+        target = probes.Target(
+            self._pod_ip(pod),
+            container,
+            env,
+            self.workdir,
+            self._netns(uid),
+            None if self.network is None else self.network.connect,
+        )
+        c.target = target
+        c.prober = probes.Prober(container, target, changed, failed)
+        c.prober.start()
+        await self._report_running(pod, container, c)
+        guards = []
+        if c.memory_limit:
+            guards.append(asyncio.create_task(self._watch_memory(c)))
+        if (deadline := spec.get("activeDeadlineSeconds")) is not None:
+            loop = asyncio.get_running_loop()
+            due = self._deadlines.setdefault(c.uid, loop.time() + float(deadline))
+            guards.append(asyncio.create_task(self._deadline(c, due - loop.time(), grace)))
+        c.code = code = await c.process.wait()
+        self._processes.discard(c.process)
+        c.prober.stop()
+        for guard in guards:
+            guard.cancel()
+        again = restarts.should_restart(spec.get("restartPolicy", "Always"), code, c.killed_for)
+        if not again or c.uid in self._deleting or c.uid not in self._admitted:
+            await self._report_exit(pod, container, c, code)
+            c.done.set()
+            return False
+        c.last_state = {"terminated": self._terminated(c, code)}
+        c.done.set()
+        return await self._crash_loop(pod, container, c)
+
+    def _pod_ip(self, pod: Obj) -> str:
+        """The pod's IP: its own with an isolated network, else this machine's loopback."""
+        net = self.network.pods.get(pod["metadata"]["uid"]) if self.network else None
+        return net.ip if net is not None else str(_ADDRESSES["podIP"])
+
+    def _addresses(self, pod: Obj) -> Obj:
+        ip = self._pod_ip(pod)
+        return {**_ADDRESSES, "podIP": ip, "podIPs": [{"ip": ip}]}
+
+    def _netns(self, uid: str) -> list[str]:
+        """What a pod's commands run under to be in its network namespace (if it has one)."""
+        return self.network.prefix(uid) if self.network is not None else []
+
+    async def _network(self, pod: Obj) -> bool:
+        """The pod's network namespace; False (and a FailedCreatePodSandBox Event) when it
+        cannot be made: the pod stays Pending."""
+        assert self.network is not None
+        try:
+            await self.network.add(pod)
+        except (OSError, podnet.NetworkError) as exc:
+            message = f"Failed to create pod sandbox: {exc}"
+            log.warning(
+                "pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], message
+            )
+            await self.api.record(pod, "Warning", "FailedCreatePodSandBox", message)
+            return False
+        return True
+
+    async def _report_running(self, pod: Obj, container: Obj, c: Container) -> None:
+        async with c.writing:  # probes report too: what is read here is written in turn
+            ready = c.prober is None or c.prober.ready
+            started = c.prober is None or c.prober.started.is_set()
+            state = {"running": {"startedAt": c.started_at}}
+            unready = None if ready else [container["name"]]
+            status: Obj = {
+                "phase": "Running",
+                **self._addresses(pod),
+                "conditions": _conditions(ready=ready, unready=unready),
+                "containerStatuses": [self._container_status(container, c, state, ready, started)],
+            }
+            if not c.restart_count:
+                status["startTime"] = c.started_at
+            await self._patch_status(c, status)
+
+    async def _crash_loop(self, pod: Obj, container: Obj, c: Container) -> bool:
+        """The crash back-off before a restart (see :mod:`durapod.dev.restarts`), the
+        container ``CrashLoopBackOff`` meanwhile. False when the pod is being deleted
+        (its exit is then reported as the last one)."""
+        meta = pod["metadata"]
+        name = container["name"]
+        key = f"{c.uid}_{name}"
+        loop = asyncio.get_running_loop()
+        finished = loop.time()
+        if wait := self._crashes.wait(key, finished):
+            shown = f"{meta['name']}_{meta['namespace']}({c.uid})"
+            ref = f"spec.containers{{{name}}}"
+            message = f"Back-off restarting failed container {name} in pod {shown}"
+            await self.api.record(pod, "Warning", "BackOff", message, field_path=ref)
+            waiting = {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {restarts.go_duration(wait)} restarting failed "
+                f"container={name} pod={shown}",
+            }
+            state = {"waiting": waiting}
+            await self._patch_status(
+                c,
+                {
+                    "phase": "Running",
+                    "conditions": _conditions(ready=False, unready=[name]),
+                    "containerStatuses": [
+                        self._container_status(container, c, state, False, False)
+                    ],
+                },
+            )
+            c.wake = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.wake.wait(), max(wait - (loop.time() - finished), 0.0))
+            c.wake = None
+        if c.uid in self._deleting or c.uid not in self._admitted:
+            c.killed_for = c.killed_for or "Deleted"
+            await self._report_exit(pod, container, c, c.code or 0)
+            return False
+        self._crashes.restarted(key, finished, loop.time())
+        return True
+
     async def _disruption_conditions(self, c: Container) -> list[Obj]:
         """DisruptionTarget conditions others set (the Eviction API): a node keeps them."""
         current = await self.api.get_pod(c.namespace, c.name)
@@ -505,8 +843,27 @@ class Kubelet:
         ]
 
     async def _terminate(self, c: Container, grace: float, why: str) -> None:
-        """SIGTERM, then SIGKILL once ``grace`` seconds have passed."""
+        """The container's preStop hook (within the grace period), SIGTERM, then SIGKILL
+        once ``grace`` seconds have passed."""
         c.killed_for = c.killed_for or why
+        hook = ((c.target.container if c.target else {}).get("lifecycle") or {}).get("preStop")
+        if hook and c.target is not None and not c.stopping and c.process.returncode is None:
+            c.stopping = True
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            passed, message = await probes.run_hook(hook, c.target, grace)
+            if not passed:
+                pod = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": c.name, "namespace": c.namespace, "uid": c.uid},
+                }
+                ref = f"spec.containers{{{c.target.container['name']}}}"
+                text = f"PreStopHook failed: {message}"
+                await self.api.record(pod, "Warning", "FailedPreStopHook", text, field_path=ref)
+            # What is left of the grace period, at least 2s (minimumGracePeriodInSeconds).
+            grace = max(grace - (loop.time() - began), 2.0)
+        c.stopping = True
         _kill(c, signal.SIGTERM)
         try:
             await asyncio.wait_for(c.process.wait(), grace)
@@ -563,9 +920,35 @@ class Kubelet:
                 _kill(c, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     await c.process.wait()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Every container is over: a _terminate waiting for one must not wait on (its
+        # cancellation can be lost in asyncio.wait_for when the process ends meanwhile).
+        for c in self.containers.values():
+            c.done.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Processes started while the node was going (their workers are cancelled now).
+        for process in list(self._processes):
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        self.volumes.close()
+        if self.network is not None:
+            await self.network.close()
         await self.api.close()
+
+
+def _read_to_end(fd: int) -> bytes:
+    """Everything written to a pipe until its last writer closes it; closes ``fd``."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _bytes(limit: Any) -> int | None:

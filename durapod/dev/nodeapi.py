@@ -109,7 +109,8 @@ class NodeApi:
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "spec": {
-                "audiences": [audience],
+                # No audience: the API server's own (what kube-api-access-* asks for).
+                "audiences": [audience] if audience else [],
                 "expirationSeconds": seconds,
                 "boundObjectRef": {
                     "apiVersion": "v1",

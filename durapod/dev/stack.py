@@ -10,7 +10,9 @@ every API request to ``HOME/apiserver-requests.jsonl``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -26,6 +28,7 @@ from aiohttp import web
 from durapod import permissions
 from durapod.dev import apiserver
 from durapod.dev.apiserver.cluster import Cluster, Options
+from durapod.dev.controllers import ControllerManager
 from durapod.dev.kubelet import Kubelet, NodeSettings
 from durapod.dev.postgres import PostgresServer, free_port
 from durapod.resources import crds
@@ -54,7 +57,12 @@ class Stack:
     #: The node pods run on: its capacity, its images, how image pulls back off.
     node: NodeSettings = field(default_factory=NodeSettings)
     cluster: Cluster = field(init=False)
+    #: The API server over plain HTTP (no token: the admin), for tools on this machine.
     kube_url: str = field(init=False, default="")
+    #: The API server over HTTPS, as the kubeconfigs name it.
+    secure_url: str = field(init=False, default="")
+    #: The API server as pods reach it (``KUBERNETES_SERVICE_HOST``/``_PORT``).
+    cluster_url: str = field(init=False, default="")
     api_url: str = field(init=False, default="")
     api_urls: list[str] = field(init=False, default_factory=list)
     database_url: str = field(init=False, default="")
@@ -68,6 +76,7 @@ class Stack:
     _postgres: PostgresServer | None = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     kubelet: Kubelet | None = field(init=False, default=None)
+    controllers: ControllerManager | None = field(init=False, default=None)
     _kubelet_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     @property
@@ -101,14 +110,33 @@ class Stack:
         for manifest in crds.all_crds():
             self.cluster.create(crd_type, "", manifest, Options())
         log_dir = self.home / "pod-logs"
-        self._runner, self.kube_url = await apiserver.start(
+        serving = await apiserver.serve(
             self.cluster, self.admin_token, log_dir, request_log=self.request_log
         )
-        self.kubelet = Kubelet(self.kube_url, self.admin_token, log_dir, self.workdir, self.node)
+        self._runner = serving.runner
+        self.kube_url, self.secure_url = serving.url, serving.secure_url
+        self.cluster_url = serving.cluster_url
+        node = self.node
+        if node.pod_network == "isolated":  # pods reach PostgreSQL as this machine does
+            node = dataclasses.replace(node, host_ports=(*node.host_ports, self._postgres.port))
+        self.kubelet = Kubelet(
+            self.kube_url,
+            self.admin_token,
+            log_dir,
+            self.workdir,
+            node,
+            cluster_url=self.cluster_url,
+        )
         self._kubelet_task = asyncio.create_task(self.kubelet.run())
+        # kube-controller-manager's part: Deployments, ReplicaSets, Endpoints.
+        self.controllers = ControllerManager(self.kube_url, self.admin_token)
+        self.controllers.start()
         self._write_kubeconfig()
         kubeconfigs = await self._service_accounts()
         api_ports = [free_port() for _ in range(self.apis)]
+        if (network := self.kubelet.network) is not None:
+            for port in api_ports:
+                network.reach("127.0.0.1", port)  # task pods call the API there
         self.api_urls = [f"http://127.0.0.1:{port}" for port in api_ports]
         self.api_url = self.api_urls[0]
         env = {
@@ -189,15 +217,33 @@ class Stack:
         token: str = "",
         namespace: str = "default",
     ) -> None:
-        """A kubeconfig for the stand-in: the user's (the admin's) unless told otherwise."""
-        (path or self.kubeconfig).write_text(
+        """A kubeconfig for the stand-in: the user's (the admin's) unless told otherwise.
+
+        It names the API server over HTTPS, trusting the cluster's CA, with a bearer
+        token, as a cluster's kubeconfig does. The user's also has a context
+        ``durapod-dev-insecure``: the plain HTTP port, where no token is the admin.
+        """
+        ca = base64.b64encode(self.cluster.authority.cert_pem).decode()
+        text = (
             "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: durapod-dev\n  cluster:\n    server: {self.kube_url}\n"
-            f"users:\n- name: {user}\n  user:\n    token: {token or self.admin_token}\n"
+            f"clusters:\n- name: durapod-dev\n  cluster:\n    server: {self.secure_url}\n"
+            f"    certificate-authority-data: {ca}\n"
+        )
+        if path is None:
+            text += f"- name: durapod-dev-insecure\n  cluster:\n    server: {self.kube_url}\n"
+        text += f"users:\n- name: {user}\n  user:\n    token: {token or self.admin_token}\n"
+        if path is None:
+            text += "- name: durapod-dev-insecure\n  user: {}\n"
+        text += (
             "contexts:\n- name: durapod-dev\n  context:\n    cluster: durapod-dev\n"
             f"    user: {user}\n    namespace: {namespace}\n"
-            "current-context: durapod-dev\n"
         )
+        if path is None:
+            text += (
+                "- name: durapod-dev-insecure\n  context:\n    cluster: durapod-dev-insecure\n"
+                f"    user: durapod-dev-insecure\n    namespace: {namespace}\n"
+            )
+        (path or self.kubeconfig).write_text(text + "current-context: durapod-dev\n")
 
     async def _service_accounts(self) -> dict[str, Path]:
         """Run the operator and the API as on a cluster: each as its ServiceAccount in
@@ -255,6 +301,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 await asyncio.to_thread(process.wait)
+        if self.controllers is not None:
+            await self.controllers.stop()
         if self._kubelet_task is not None:
             self._kubelet_task.cancel()
         if self.kubelet is not None:

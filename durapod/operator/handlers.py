@@ -108,7 +108,7 @@ class Operator:
             self.queue.add(("queue", namespace, name))
 
     async def _walk_schedules(self) -> None:
-        for schedule in await self.kube.list_all("taskschedules"):
+        for schedule in await self.kube.list_all("taskschedules", self.settings.watch_namespaces):
             meta = schedule["metadata"]
             self.queue.add(("schedule", meta["namespace"], meta["name"]))
 
@@ -118,7 +118,7 @@ class Operator:
         if self._resyncs % SWEEP_EVERY != 1:
             return
         started = utcnow()
-        listed = await self.kube.list_all("taskruns")
+        listed = await self.kube.list_all("taskruns", self.settings.watch_namespaces)
         for run in listed:
             phase = (run.get("status") or {}).get("phase")
             if not phase or not Phase(phase).finished:

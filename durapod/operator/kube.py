@@ -114,10 +114,15 @@ class Kube(Resources):
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(Pod, namespace, name)
 
-    async def list_all(self, plural: str) -> list[dict[str, Any]]:
-        """Every TaskRun or TaskSchedule in the cluster (paged by lightkube)."""
+    async def list_all(self, plural: str, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every TaskRun or TaskSchedule in ``namespaces``, or in the cluster when none are
+        named (paged by lightkube)."""
         resource = {"taskruns": TaskRunResource, "taskschedules": TaskScheduleResource}[plural]
-        return [obj.to_dict() async for obj in self.client.list(resource, namespace="*")]
+        return [
+            obj.to_dict()
+            for namespace in namespaces or ("*",)
+            async for obj in self.client.list(resource, namespace=namespace)
+        ]
 
     async def event(
         self, run: dict[str, Any], reason: str, message: str, warning: bool = False

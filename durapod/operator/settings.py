@@ -21,6 +21,8 @@ class Settings:
     checkpoint_status_interval: float = 1.0
     #: Keys reconciled at once.
     workers: int = 8
+    #: The namespaces served (``DURAPOD_WATCH_NAMESPACES``, comma-separated); empty: all.
+    watch_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -36,4 +38,18 @@ class Settings:
             float(os.environ.get("DURAPOD_RESYNC_SECONDS", "45")),
             float(os.environ.get("DURAPOD_CHECKPOINT_STATUS_INTERVAL", "1")),
             int(os.environ.get("DURAPOD_OPERATOR_WORKERS", "8")),
+            watch_namespaces(),
         )
+
+
+def watch_namespaces() -> tuple[str, ...]:
+    """The namespaces in ``DURAPOD_WATCH_NAMESPACES`` (comma-separated names, not kopf's
+    glob patterns, so the operator's Roles can be made for each); empty: the whole cluster."""
+    raw = os.environ.get("DURAPOD_WATCH_NAMESPACES", "")
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if bad := [n for n in names if any(c in n for c in "*?!")]:
+        raise SystemExit(
+            f"durapod operator: DURAPOD_WATCH_NAMESPACES takes namespace names, not patterns: "
+            f"{', '.join(bad)}"
+        )
+    return names

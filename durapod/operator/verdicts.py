@@ -11,8 +11,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from durapod.durations import parse_duration
-from durapod.resources.models import Machine, RetryPolicy
+from durapod.resources.models import Machine
+from durapod.runner.retry import Retry
 
 Obj = dict[str, Any]
 
@@ -88,7 +88,7 @@ def _error(kind: str, message: str) -> Obj:
     return {"type": kind, "reason": kind, "message": message, "retryable": True}
 
 
-def retry_delay(policy: RetryPolicy, attempt: int, error: Obj | None) -> timedelta | None:
+def retry_delay(policy: Retry, attempt: int, error: Obj | None) -> timedelta | None:
     """The delay before attempt ``attempt + 1``, or None when the run must fail now.
 
     The backoff is ``minDelay * factor ** (attempt - 1)``, capped at ``maxDelay``. Jitter
@@ -104,8 +104,8 @@ def retry_delay(policy: RetryPolicy, attempt: int, error: Obj | None) -> timedel
         return None
     if error.get("retryAfter") is not None:
         return timedelta(seconds=float(error["retryAfter"]))
-    low = parse_duration(policy.min_delay).total_seconds()
-    high = parse_duration(policy.max_delay).total_seconds()
+    low = policy.min_delay.total_seconds()
+    high = policy.max_delay.total_seconds()
     try:  # in float seconds: a timedelta overflows long before a float does
         seconds = min(high, low * policy.factor ** max(attempt - 1, 0))
     except OverflowError:

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from durapod.durations import DURATION_PATTERN
+from durapod.runner.queues import Queue
+from durapod.runner.retry import Retry
+from durapod.runner.wire import DNS_LABEL as DNS_LABEL
 
 GROUP = "durapod.io"
 VERSION = "v1"
@@ -37,7 +40,6 @@ def payload_too_large(payload: Any) -> str | None:
     return f"payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes"
 
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENTRYPOINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
@@ -112,36 +114,6 @@ class Resources(Model):
     limits: ResourceList | None = None
 
 
-class OnOOM(Model):
-    upgrade_machine: bool = Field(
-        default=False, description="Retry an OOM-killed attempt on the next larger machine."
-    )
-
-
-class RetryPolicy(Model):
-    """How task errors are retried (evictions are resumes and spend no attempt)."""
-
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    min_delay: Duration = "1s"
-    max_delay: Duration = "5m"
-    factor: float = Field(default=2.0, ge=1.0, le=10.0)
-    jitter: bool = True
-    non_retryable_errors: list[str] = Field(
-        default_factory=list, description="Exception type names that fail the run at once."
-    )
-    on_oom: OnOOM | None = Field(default=None, alias="onOOM")
-
-
-class Queue(Model):
-    name: str = Field(default="default", pattern=DNS_LABEL, max_length=63)
-    concurrency_limit: int | None = Field(
-        default=None, ge=1, description="Most pods the queue may hold at once."
-    )
-    concurrency_key_limit: int | None = Field(
-        default=None, ge=1, description="Most pods one concurrency key may hold at once."
-    )
-
-
 class WebhookProvider(StrEnum):
     GITHUB = "github"
     STRIPE = "stripe"
@@ -165,7 +137,8 @@ class TaskDefinitionSpec(Model):
     env: list[EnvVar] = Field(default_factory=list)
     machine: Machine = Machine.SMALL_1X
     resources: Resources | None = None
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, json_schema_extra=_DEFAULTED)
+    # The SDK's own dataclasses (durapod.runner.wire explains how pydantic reads them).
+    retry: Retry = Field(default_factory=Retry, json_schema_extra=_DEFAULTED)
     max_duration: Duration | None = Field(default=None, description="Kill and time out after.")
     max_resumes: int = Field(default=10, ge=0, le=1000)
     start_deadline: Duration = Field(

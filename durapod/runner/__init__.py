@@ -7,22 +7,33 @@ no kopf, psycopg, pydantic or Kubernetes client, so a task pod starts fast.
 from durapod.runner.context import Context
 from durapod.runner.errors import (
     AbortRun,
+    ApiError,
     CheckpointTooLargeError,
     ChildRunFailedError,
     DuplicateStepError,
+    DurapodError,
+    InvalidPayloadError,
+    NonRetryableError,
     NotSerializableError,
     RetryAfter,
 )
-from durapod.runner.retry import Retry
+from durapod.runner.queues import Queue
+from durapod.runner.retry import OnOOM, Retry
 from durapod.runner.task import Task, task
 
 __all__ = [
     "AbortRun",
+    "ApiError",
     "CheckpointTooLargeError",
     "ChildRunFailedError",
     "Context",
     "DuplicateStepError",
+    "DurapodError",
+    "InvalidPayloadError",
+    "NonRetryableError",
     "NotSerializableError",
+    "OnOOM",
+    "Queue",
     "Retry",
     "RetryAfter",
     "Task",

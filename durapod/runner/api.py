@@ -19,18 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from durapod.runner.errors import ApiError
+
 FIRST_DELAY = 0.05
 MAX_DELAY = 4.0
 #: Seconds from a call's first failure after which it gives up and raises.
 RETRY_BUDGET = 120.0
 #: The longest ``Retry-After`` honoured (a longer one is capped, not obeyed).
 MAX_RETRY_AFTER = 30.0
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"durapod API answered {status}: {detail}")
-        self.status = status
 
 
 class RunApi:

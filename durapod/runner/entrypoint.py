@@ -24,14 +24,10 @@ from typing import Any
 from durapod import auth
 from durapod.runner.api import RunApi
 from durapod.runner.context import Context, encode
-from durapod.runner.errors import AbortRun, NonRetryableError, RetryAfter, Suspend
+from durapod.runner.errors import InvalidPayloadError, NonRetryableError, RetryAfter, Suspend
 from durapod.runner.task import Task
 
 EXIT_OK, EXIT_TASK_ERROR, EXIT_LOAD_ERROR, EXIT_SIGTERM = 0, 1, 2, 143
-
-
-class InvalidPayloadError(NonRetryableError):
-    """The payload does not match the task's payload type."""
 
 
 def load(entrypoint: str) -> Callable[..., Any]:
@@ -50,7 +46,7 @@ def describe(exc: BaseException, reason: str = "TaskError") -> dict[str, Any]:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "reason": reason,
-        "retryable": not isinstance(exc, (AbortRun, NonRetryableError)),
+        "retryable": not isinstance(exc, NonRetryableError),
     }
     if isinstance(exc, RetryAfter):
         error["retryAfter"] = exc.delay.total_seconds()

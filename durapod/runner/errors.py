@@ -1,7 +1,20 @@
-"""Errors a task raises to steer its run, and the ones the SDK raises for misuse.
+"""Errors a task raises to steer its run, and the ones the SDK raises, under one root.
 
-Their class names travel in ``status.error.type``; the operator reads the retry
-semantics from the report, not from these classes, so user images need nothing more.
+::
+
+    DurapodError                 every error durapod raises (catch this one to catch all)
+    ├── NonRetryableError        no retry can fix it: the run fails now, whatever the policy
+    │   ├── AbortRun             the task decides to fail the run
+    │   ├── InvalidPayloadError  the payload does not match the task's payload type
+    │   ├── DuplicateStepError, CheckpointTooLargeError, NotSerializableError
+    │   └── ChildRunFailedError  a child run awaited with ``trigger_and_wait`` failed
+    ├── RetryAfter               retry after the delay the task names (not the policy's)
+    └── ApiError                 the durapod API refused a call (``status``, ``detail``)
+
+Any other exception a task raises is retried per its ``Retry`` policy. Class names travel
+in ``status.error.type``; the operator reads the retry semantics from the report
+(``retryable``, ``retryAfter``), not from these classes, so user images need nothing more.
+:class:`Suspend` is not an error: it is how a durable wait unwinds the task.
 """
 
 from __future__ import annotations
@@ -12,11 +25,22 @@ from typing import Any
 from durapod.durations import parse_duration
 
 
-class AbortRun(Exception):
+class DurapodError(Exception):
+    """The root of every error durapod raises."""
+
+
+class NonRetryableError(DurapodError):
+    """An error no retry can fix: the run fails at once, whatever its retry policy.
+
+    Raise it (or a subclass) from a task; the SDK's own misuse errors derive from it too.
+    """
+
+
+class AbortRun(NonRetryableError):
     """Fail the run now: no retry, whatever the policy says."""
 
 
-class RetryAfter(Exception):
+class RetryAfter(DurapodError):
     """Retry this attempt after ``delay`` (the task decides the backoff)."""
 
     def __init__(self, delay: timedelta | str | float, message: str = "") -> None:
@@ -28,8 +52,8 @@ class RetryAfter(Exception):
         super().__init__(message or f"retry after {delay.total_seconds():g}s")
 
 
-class NonRetryableError(Exception):
-    """Base of the SDK's own errors that no retry can fix."""
+class InvalidPayloadError(NonRetryableError):
+    """The payload does not match the task's payload type."""
 
 
 class DuplicateStepError(NonRetryableError):
@@ -70,10 +94,24 @@ class ChildRunFailedError(NonRetryableError):
         super().__init__(f"child run {child} failed: {error.get('type')}: {error.get('message')}")
 
 
+class ApiError(DurapodError):
+    """The durapod API refused a call: ``status`` is the HTTP status, ``detail`` its reason.
+
+    Raised by the runner's calls and by :mod:`durapod.client` (whose typed errors,
+    ``NotFound``, ``Unavailable``..., derive from it).
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"durapod API answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
 class Suspend(BaseException):
     """Unwinds the task so its pod can exit while the run waits (sleep, child run).
 
-    A BaseException, so a task's ``except Exception`` cannot swallow it.
+    A BaseException, so a task's ``except Exception`` cannot swallow it (for the same
+    reason it is not a :class:`DurapodError`).
     """
 
     def __init__(self, until: str | None = None, child: str | None = None) -> None:

@@ -1,53 +1,51 @@
-"""The retry policy a task declares, as a plain dataclass with documented defaults."""
+"""The retry policy: one type for the SDK, the TaskDefinition's ``spec.retry`` and the operator.
+
+A plain dataclass with documented defaults; :mod:`durapod.runner.wire` lets the resource
+models use this very class (camelCase on the wire, durations as ``"1m30s"``), so
+``@task(retry=Retry(...))``, the generated CRD schema and ``verdicts.retry_delay`` cannot
+drift apart.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
+
+from durapod.runner import wire
+from durapod.runner.wire import Duration
 
 
-def _duration(delta: timedelta) -> str:
-    return f"{delta.total_seconds():g}s"
+@dataclass(frozen=True)
+class OnOOM:
+    """What an OOM-killed attempt does beside spending an attempt."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = wire.config()
+
+    upgrade_machine: bool = False
+    """Retry an OOM-killed attempt on the next larger machine."""
 
 
 @dataclass(frozen=True)
 class Retry:
-    """How task errors are retried. Evictions resume without spending an attempt."""
+    """How task errors are retried (evictions are resumes and spend no attempt)."""
 
-    #: Attempts in all, the first included (1 = never retry).
-    max_attempts: int = 3
-    #: Delay before the first retry.
-    min_delay: timedelta = timedelta(seconds=1)
-    #: Longest delay between attempts.
-    max_delay: timedelta = timedelta(minutes=5)
-    #: Each retry waits ``factor`` times longer than the one before.
-    factor: float = 2.0
-    #: Spread delays randomly (between half and all of the computed delay).
+    __pydantic_config__: ClassVar[dict[str, Any]] = wire.config(on_oom="onOOM")
+
+    max_attempts: int = field(default=3, metadata=wire.limits(minimum=1, maximum=100))
+    """Attempts in all, the first included (1: never retry)."""
+    min_delay: Duration = timedelta(seconds=1)
+    """The delay before the first retry."""
+    max_delay: Duration = timedelta(minutes=5)
+    """The longest delay between attempts (below the minimum delay, it wins)."""
+    factor: float = field(default=2.0, metadata=wire.limits(minimum=1.0, maximum=10.0))
+    """Each retry waits this many times longer than the one before."""
     jitter: bool = True
-    #: Exception type names that fail the run at once.
-    non_retryable: tuple[str, ...] = field(default_factory=tuple)
-    #: Retry an OOM-killed attempt on the next larger machine preset.
-    upgrade_machine_on_oom: bool = False
+    """Lengthen each delay by a random factor of 1 to 2, still capped at the maximum."""
+    non_retryable_errors: tuple[str, ...] = field(default_factory=tuple)
+    """Exception type names that fail the run at once."""
+    on_oom: OnOOM | None = None
+    """What an OOM-killed attempt does."""
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.factor < 1:
-            raise ValueError("factor must be at least 1")
-        if self.min_delay > self.max_delay:
-            raise ValueError("min_delay must not exceed max_delay")
-
-    def to_spec(self) -> dict[str, Any]:
-        """The ``spec.retry`` of a TaskDefinition."""
-        spec: dict[str, Any] = {
-            "maxAttempts": self.max_attempts,
-            "minDelay": _duration(self.min_delay),
-            "maxDelay": _duration(self.max_delay),
-            "factor": self.factor,
-            "jitter": self.jitter,
-            "nonRetryableErrors": list(self.non_retryable),
-        }
-        if self.upgrade_machine_on_oom:
-            spec["onOOM"] = {"upgradeMachine": True}
-        return spec
+        wire.check(self)

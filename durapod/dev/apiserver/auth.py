@@ -31,6 +31,8 @@ from durapod.dev.apiserver.tokens import AUTHENTICATED, User
 #: sends no token over http:// unless its kubeconfig names one, and the stand-in only
 #: listens on loopback.
 INSECURE_SUPERUSER = User("system:unsecured", "", (rbac.MASTERS, AUTHENTICATED))
+#: Who a request without credentials over HTTPS is (the anonymous authenticator).
+ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
 #: The resources whose POST this module answers, with the kinds they answer with.
 ENDPOINTS = {
     ("", "serviceaccounts", "token"): "TokenRequest",
@@ -154,10 +156,12 @@ class Auth:
             raise tokens.TokenError("")
         return found
 
-    def authenticate(self, headers: Mapping[str, str]) -> User:
+    def authenticate(self, headers: Mapping[str, str], secure: bool = False) -> User:
+        """The user of a request's bearer token; without one, ``system:anonymous`` over
+        HTTPS and the admin over plain HTTP (see :data:`INSECURE_SUPERUSER`)."""
         sent = headers.get("Authorization")
         if sent is None:
-            return INSECURE_SUPERUSER
+            return ANONYMOUS if secure else INSECURE_SUPERUSER
         scheme, _, token = sent.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized()
@@ -206,12 +210,13 @@ class Auth:
         query: Mapping[str, str],
         headers: Mapping[str, str],
         impersonate_groups: list[str],
+        secure: bool = False,
     ) -> User:
-        """Authenticate, impersonate and authorise one request, logging the decision;
-        raises the 401 or 403 the real server would answer."""
+        """Authenticate, impersonate and authorise one request (``secure``: it came over
+        HTTPS), logging the decision; raises the 401 or 403 the real server would answer."""
         entry: Obj = {"time": datetime.now(UTC).isoformat(), "method": method, "path": path}
         try:
-            user = self.authenticate(headers)
+            user = self.authenticate(headers, secure)
             user = self.impersonate(user, headers, impersonate_groups)
         except errors.StatusError as exc:
             self._write({**entry, "decision": exc.reason})

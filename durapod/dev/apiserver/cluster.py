@@ -28,7 +28,10 @@ from durapod.dev.apiserver import (
     metadata,
     patching,
     pods,
+    scale,
     schema,
+    serviceaccounts,
+    tls,
 )
 from durapod.dev.apiserver.registry import Registry, ResourceType
 from durapod.dev.apiserver.storage import Obj, Storage
@@ -83,6 +86,9 @@ class Cluster:
         #: Static bearer tokens (a token file), each with the user it stands for; the
         #: server authenticates them (see ``auth``).
         self.tokens: dict[str, dict[str, Any]] = dict(tokens or {})
+        #: The cluster's CA: it signs the API server's serving certificate, and every
+        #: namespace has it as the ``kube-root-ca.crt`` ConfigMap.
+        self.authority = tls.Authority()
         for name in ("default", "kube-system"):
             self._store_new(
                 self._type("", "namespaces"),
@@ -190,14 +196,22 @@ class Cluster:
                 "metadata": {"name": "default", "namespace": stored["metadata"]["name"]},
             }
             self._store_new(self._type("", "serviceaccounts"), account)
+            self._publish_root_ca(stored["metadata"]["name"])
         return stored
 
+    def _publish_root_ca(self, namespace: str) -> None:
+        """The root-CA publisher: ``kube-root-ca.crt`` in the namespace."""
+        ca = serviceaccounts.root_ca_configmap(namespace, self.authority.cert_pem)
+        self._store_new(self._type("", "configmaps"), ca)
+
     def _check_service_account(self, namespace: str, pod: Obj) -> None:
-        """The ServiceAccount admission plugin: a pod runs as an account that exists."""
+        """The ServiceAccount admission plugin: a pod runs as an account that exists, and
+        gets its token mounted unless either says not to (see ``serviceaccounts``)."""
         spec = pod.setdefault("spec", {})
         account = spec.get("serviceAccountName") or "default"
         spec["serviceAccountName"] = account
-        if self.storage.get("/serviceaccounts", namespace, account) is None:
+        found = self.storage.get("/serviceaccounts", namespace, account)
+        if found is None:
             name = pod["metadata"].get("name", "")
             raise errors.StatusError(
                 403,
@@ -206,6 +220,8 @@ class Cluster:
                 f'{namespace}/{account}: serviceaccount "{account}" not found',
                 {"name": name, "kind": "pods"},
             )
+        if serviceaccounts.should_automount(found, pod):
+            serviceaccounts.mount_token(pod)
 
     def _establish(self, rt: ResourceType, crd: Obj) -> Obj:
         """Register the CRD's resources and report it Established, as the server does."""
@@ -578,6 +594,8 @@ class Cluster:
             space = self.storage.get("/namespaces", "", namespace)
             if space is not None and space["metadata"].get("deletionTimestamp"):
                 self._namespace_progress(namespace)
+            elif (rt.key, meta["name"]) == ("/configmaps", serviceaccounts.ROOT_CA_CONFIGMAP):
+                self._publish_root_ca(namespace)  # the publisher puts it back
 
     # -- namespaces --------------------------------------------------------------------
 
@@ -717,6 +735,36 @@ class Cluster:
                     f"limited: {','.join(limited)}",
                     {"name": name, "kind": "pods"},
                 )
+
+    # -- scale -------------------------------------------------------------------------
+
+    def scale(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """GET of the ``scale`` subresource (see ``scale``)."""
+        return scale.of(rt, self.get(rt, namespace, name))
+
+    def update_scale(
+        self, rt: ResourceType, namespace: str, name: str, body: Obj, opts: Options
+    ) -> WriteResult:
+        """PUT of the ``scale`` subresource: the object's spec.replicas is set."""
+        current = self.get(rt, namespace, name)
+        new = copy.deepcopy(current)
+        new.setdefault("spec", {})["replicas"] = scale.replicas(rt, current, body)
+        new["metadata"].pop("resourceVersion", None)
+        result = self._replace(rt, current, new, None, opts)
+        return WriteResult(scale.of(rt, result.obj), result.warnings)
+
+    def patch_scale(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        opts: Options,
+    ) -> WriteResult:
+        current = self.get(rt, namespace, name)
+        body = scale.patched(rt, current, content_type, raw)
+        return self.update_scale(rt, namespace, name, body, opts)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from durapod.dev.apiserver import auth, errors, openapi, paging, params, protobuf, tables
+from durapod.dev.apiserver import auth, errors, openapi, paging, params, protobuf, scale, tables
 from durapod.dev.apiserver.cluster import Cluster, Options
 from durapod.dev.apiserver.registry import ResourceType
 from durapod.dev.apiserver.selectors import (
@@ -142,13 +142,15 @@ class ApiServer:
         try:
             # Authentication, impersonation and RBAC before routing, as on a cluster (a
             # forbidden request learns nothing, not even whether the resource exists).
-            # Plain HTTP without credentials is the admin: see auth.INSECURE_SUPERUSER.
+            # Plain HTTP without credentials is the admin (see auth.INSECURE_SUPERUSER);
+            # HTTPS without credentials is system:anonymous.
             request[USER] = self.auth.admit(
                 request.method,
                 request.path,
                 request.query,
                 request.headers,
                 request.headers.getall("Impersonate-Group", []),
+                secure=request.secure,
             )
             return await self._dispatch(request)
         except errors.StatusError as exc:
@@ -324,6 +326,8 @@ class ApiServer:
                 options = params.delete_options(await self._delete_options(request))
                 dry_run = bool(options.get("dryRun"))
                 return _json(self.cluster.delete(t.rt, ns, t.name, options, dry_run=dry_run))
+        elif t.subresource == "scale" and t.rt.key in scale.SCALABLE:
+            return await self._scale(request, t, opts)
         elif t.rt.plural == "pods" and t.subresource == "log" and method == "GET":
             return await self._log(request, ns, t.name)
         elif t.rt.plural == "pods" and t.subresource == "eviction" and method == "POST":
@@ -339,6 +343,26 @@ class ApiServer:
             "MethodNotAllowed",
             f"the server does not allow this method on the requested "
             f"resource ({method} {request.path})",
+        )
+
+    async def _scale(self, request: web.Request, t: Target, opts: Options) -> web.Response:
+        """GET, PUT and PATCH of the ``scale`` subresource (an autoscaling/v1 Scale)."""
+        ns, name = t.namespace or "", t.name or ""
+        if request.method == "GET":
+            return _json(self.cluster.scale(t.rt, ns, name))
+        if request.method == "PUT":
+            result = self.cluster.update_scale(t.rt, ns, name, await self._body(request), opts)
+            return _json(result.obj, 200, result.warnings)
+        if request.method == "PATCH":
+            content_type = request.headers.get("Content-Type", "").split(";")[0]
+            raw = await request.read()
+            result = self.cluster.patch_scale(t.rt, ns, name, content_type, raw, opts)
+            return _json(result.obj, 200, result.warnings)
+        raise errors.StatusError(
+            405,
+            "MethodNotAllowed",
+            f"the server does not allow this method on the requested "
+            f"resource ({request.method} {request.path})",
         )
 
     async def _guarded_write(self, request: web.Request, t: Target, opts: Options) -> web.Response:

@@ -104,7 +104,54 @@ def _event_row(event: Obj) -> list[Any]:
     ]
 
 
+def _age(obj: Obj) -> str | None:
+    return human_duration(obj["metadata"].get("creationTimestamp"))
+
+
+def _deployment_row(d: Obj) -> list[Any]:
+    spec, status = d.get("spec") or {}, d.get("status") or {}
+    return [
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+        status.get("updatedReplicas", 0),
+        status.get("availableReplicas", 0),
+        _age(d),
+    ]
+
+
+def _replica_set_row(rs: Obj) -> list[Any]:
+    spec, status = rs.get("spec") or {}, rs.get("status") or {}
+    cells = [spec.get("replicas", 0), status.get("replicas", 0), status.get("readyReplicas", 0)]
+    return [*cells, _age(rs)]
+
+
+def _endpoints_row(ep: Obj) -> list[Any]:
+    """formatEndpoints: the first three ip:port pairs, then how many more."""
+    pairs = []
+    for subset in ep.get("subsets") or []:
+        ports = [p.get("port") for p in subset.get("ports") or []] or [None]
+        for address in subset.get("addresses") or []:
+            pairs += [f"{address['ip']}:{p}" if p else address["ip"] for p in ports]
+    shown = ",".join(pairs[:3]) or "<none>"
+    if len(pairs) > 3:
+        shown += f" + {len(pairs) - 3} more..."
+    return [shown, _age(ep)]
+
+
 _BUILTIN: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
+    "apps/deployments": (
+        [
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Age", "string"),
+        ],
+        _deployment_row,
+    ),
+    "apps/replicasets": (
+        [("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
+        _replica_set_row,
+    ),
+    "/endpoints": ([("Endpoints", "string"), ("Age", "string")], _endpoints_row),
     "/pods": (
         [("Ready", "string"), ("Status", "string"), ("Restarts", "integer"), ("Age", "string")],
         _pod_row,
