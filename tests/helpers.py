@@ -283,13 +283,15 @@ def taskrun(name: str, task: str, payload: dict[str, Any], **spec: Any) -> dict[
 
 
 @contextlib.contextmanager
-def running_dev(prefix: str, *args: str, env: dict[str, str] | None = None) -> Iterator[DevProcess]:
+def running_dev(
+    prefix: str, *args: str, env: dict[str, str] | None = None, start_timeout: float = 90.0
+) -> Iterator[DevProcess]:
     """``durapod dev`` in a fresh home, stopped (and checked to stop cleanly) afterwards."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
     home.chmod(0o755)  # the postgres user must reach its data directory
     process = DevProcess(home, *args, env=env)
     try:
-        process.wait_for_output("durapod dev is ready")
+        process.wait_for_output("durapod dev is ready", start_timeout)
         yield process
     finally:
         assert process.stop() == 0

@@ -13,10 +13,17 @@ import yaml
 from tests.helpers import REPO, DevProcess, definition, running_dev, taskrun, wait_for
 
 
-@pytest.fixture(scope="module")
-def dev() -> Iterator[DevProcess]:
-    with running_dev("durapod-e2e-", env={"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"}) as process:
-        yield process
+@pytest.fixture(scope="module", params=["processes", "helm"])
+def dev(request: pytest.FixtureRequest) -> Iterator[DevProcess]:
+    """Each test runs twice: with the operator and the API as processes beside the
+    stand-in, and installed by ``helm`` from the chart, running as its pods."""
+    if request.param == "helm":
+        with running_dev("durapod-e2e-helm-", "--install", "helm", start_timeout=420) as process:
+            yield process
+    else:
+        env = {"DURAPOD_UNKNOWN_TASK_GRACE_SECONDS": "1"}
+        with running_dev("durapod-e2e-", env=env) as process:
+            yield process
 
 
 def _phase(dev: DevProcess, name: str) -> str:

@@ -23,14 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
-from durapod.dev import images, podnet, restarts
+from durapod.dev import images, restarts
 from durapod.dev.kubelet import NodeSettings
 from tests.helpers import BIN, TOKEN, LocalCluster, wait_for
 
 #: The stock chart's image (``helm create``: nginx at the chart's appVersion).
 NGINX = "nginx:1.16.0"
-
-pytestmark = pytest.mark.skipif(podnet.unavailable() is not None, reason=podnet.unavailable() or "")
 
 
 def _fake_nginx(root: Path) -> Path:

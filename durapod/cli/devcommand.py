@@ -120,14 +120,24 @@ async def _serve(stack: Stack, demo: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if stack.install:
+            console.print(f"installing helm/durapod with the values in {stack.values_file}...")
         await stack.start()
         console.print(
             f"[bold green]durapod dev is ready[/] (state in {stack.home})\n"
             f"  source {stack.home / 'env'}\n"
             f"  kubectl get taskruns        # the API server is {stack.kube_url}\n"
-            f"  curl $DURAPOD_API_URL/healthz   # the durapod API is {stack.api_url}\n"
-            "Press Ctrl-C to stop."
+            f"  curl $DURAPOD_API_URL/healthz   # the durapod API is {stack.api_url}"
         )
+        if stack.install:
+            console.print(
+                "  helm list -n durapod-system      # the operator and the API are its pods\n"
+                "  kubectl -n durapod-system logs deploy/durapod-operator  # their logs\n"
+                "  kubectl -n durapod-system logs deploy/durapod-api\n"
+                f"  helm upgrade durapod helm/durapod -n durapod-system -f {stack.values_file}"
+                " --set ...   # try a value"
+            )
+        console.print("Press Ctrl-C to stop.")
         if demo:
             await _demo(stack)
         await stop.wait()
@@ -147,6 +157,7 @@ def run(
     apis: int = 1,
     capacity: dict[str, str] | None = None,
     tasks: tuple[Path, ...] = (),
+    install: str = "",
 ) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     stack = Stack(
@@ -155,5 +166,6 @@ def run(
         operators=operators,
         apis=apis,
         node=NodeSettings(capacity=capacity or {}, python_path=tasks),
+        install=install,
     )
     return asyncio.run(_serve(stack, demo))

@@ -67,13 +67,28 @@ def dev(
             resolve_path=True,
         ),
     ] = None,
+    install: Annotated[
+        str | None,
+        typer.Option(
+            "--install",
+            help="`helm`: install helm/durapod on the local cluster with the real Helm and run "
+            "the operator and the API as the chart's pods (--operators/--apis are its "
+            "replicas), instead of as processes of their own.",
+        ),
+    ] = None,
 ) -> None:
     """Run durapod on this machine: PostgreSQL, a local cluster, the operator and the API."""
     from durapod.cli import devcommand  # the only importer of durapod.dev outside tests
 
+    if install not in (None, "helm"):
+        raise typer.BadParameter(
+            f"{install!r}: the only way to install is `helm`", param_hint="--install"
+        )
     capacity = {"cpu": node_cpu, **({"memory": node_memory} if node_memory else {})}
     raise typer.Exit(
-        devcommand.run(home.resolve(), demo, operators, apis, capacity, tuple(tasks or ()))
+        devcommand.run(
+            home.resolve(), demo, operators, apis, capacity, tuple(tasks or ()), install or ""
+        )
     )
 
 

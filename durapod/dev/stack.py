@@ -5,6 +5,10 @@ HTTP on loopback), and the operator and the API as their own processes, exactly 
 would run in a cluster: each as its own ServiceAccount, with the permissions durapod
 ships. Writes ``HOME/kubeconfig`` (the admin's) and ``HOME/env`` for the user, and logs
 every API request to ``HOME/apiserver-requests.jsonl``.
+
+With ``install="helm"`` (``durapod dev --install helm``) the operator and the API are not
+processes of the stack: ``helm/durapod`` is installed on the stand-in with the real Helm,
+and the kubelet runs the chart's pods (see :mod:`durapod.dev.chartinstall`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import httpx
 from aiohttp import web
 
 from durapod import permissions
-from durapod.dev import apiserver
+from durapod.dev import apiserver, chartinstall
 from durapod.dev.apiserver.cluster import Cluster, Options
 from durapod.dev.controllers import ControllerManager
 from durapod.dev.kubelet import Kubelet, NodeSettings
@@ -56,6 +60,9 @@ class Stack:
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     #: The node pods run on: its capacity, its images, how image pulls back off.
     node: NodeSettings = field(default_factory=NodeSettings)
+    #: How the operator and the API run: ``""``, as processes of the stack; ``"helm"``,
+    #: as the pods of ``helm/durapod`` installed by the real Helm.
+    install: str = ""
     cluster: Cluster = field(init=False)
     #: The API server over plain HTTP (no token: the admin), for tools on this machine.
     kube_url: str = field(init=False, default="")
@@ -89,7 +96,15 @@ class Stack:
         """Every request the API server answered, with its user and RBAC decision."""
         return self.home / "apiserver-requests.jsonl"
 
+    @property
+    def values_file(self) -> Path:
+        """With ``install="helm"``: the values the chart was installed with."""
+        return self.home / chartinstall.VALUES_FILE
+
     async def start(self) -> None:
+        if self.install not in ("", "helm"):
+            raise ValueError(f"install must be '' or 'helm', not {self.install!r}")
+        chart = chartinstall.chart_path(self.workdir) if self.install else None
         self.home.mkdir(parents=True, exist_ok=True)
         self._postgres = PostgresServer(self.home / "postgres", settings=self.pg_settings)
         self.database_url = await asyncio.to_thread(self._postgres.start)
@@ -107,7 +122,7 @@ class Stack:
             "apiextensions.k8s.io", "v1", "customresourcedefinitions"
         )
         assert crd_type is not None
-        for manifest in crds.all_crds():
+        for manifest in crds.all_crds() if chart is None else ():  # else the chart's
             self.cluster.create(crd_type, "", manifest, Options())
         log_dir = self.home / "pod-logs"
         serving = await apiserver.serve(
@@ -117,6 +132,11 @@ class Stack:
         self.kube_url, self.secure_url = serving.url, serving.secure_url
         self.cluster_url = serving.cluster_url
         node = self.node
+        if chart is not None:  # the chart's pods listen on the chart's ports, each its own
+            image = {chartinstall.chart_image(chart): Path(sys.executable).parent}
+            node = dataclasses.replace(
+                node, pod_network="isolated", images={**node.images, **image}
+            )
         if node.pod_network == "isolated":  # pods reach PostgreSQL as this machine does
             node = dataclasses.replace(node, host_ports=(*node.host_ports, self._postgres.port))
         self.kubelet = Kubelet(
@@ -132,6 +152,9 @@ class Stack:
         self.controllers = ControllerManager(self.kube_url, self.admin_token)
         self.controllers.start()
         self._write_kubeconfig()
+        if chart is not None:
+            await self._install_chart(chart)
+            return
         kubeconfigs = await self._service_accounts()
         api_ports = [free_port() for _ in range(self.apis)]
         if (network := self.kubelet.network) is not None:
@@ -170,6 +193,9 @@ class Stack:
         for name, url in health.items():
             await self._wait_healthy(url, name)
         self._supervisor = asyncio.create_task(self._supervise())
+        self._write_env()
+
+    def _write_env(self) -> None:
         (self.home / "env").write_text(
             f"export KUBECONFIG={self.kubeconfig}\n"
             f"export DURAPOD_API_URL={self.api_url}\n"
@@ -177,6 +203,54 @@ class Stack:
             f"export DURAPOD_TOKEN={self.api_token}\n"
             f"export DATABASE_URL={self.database_url}\n"
         )
+
+    async def _install_chart(self, chart: Path) -> None:
+        """``helm install`` of ``chart`` with this machine's values (``dev-values.yaml``),
+        waiting for its Deployments; then the API's Service is served on this machine's
+        loopback (``DURAPOD_API_URL``) and its generated token is ``DURAPOD_TOKEN``."""
+        assert self._postgres is not None and self.kubelet is not None
+        namespaces = self.cluster.registry.find("", "v1", "namespaces")
+        secrets_type = self.cluster.registry.find("", "v1", "secrets")
+        services = self.cluster.registry.find("", "v1", "services")
+        assert namespaces and secrets_type and services
+        namespace = chartinstall.NAMESPACE
+        self.cluster.create(namespaces, "", {"metadata": {"name": namespace}}, Options())
+        # The dev server trusts loopback connections: the password is never checked.
+        credentials = {"username": "postgres", "password": "unused-trust-auth"}
+        self.cluster.create(
+            secrets_type,
+            namespace,
+            {"metadata": {"name": chartinstall.DATABASE_SECRET}, "stringData": credentials},
+            Options(),
+        )
+        database = self.database_url.rsplit("/", 1)[1]
+        values = chartinstall.write_values(
+            self.home,
+            chartinstall.dev_values(self._postgres.port, database, self.operators, self.apis),
+        )
+        helm = chartinstall.Helm(self.kubeconfig, self.home)
+        try:
+            await helm.run(
+                "install", chartinstall.RELEASE, str(chart), "-n", namespace, "-f", str(values),
+                "--wait", "--timeout", chartinstall.INSTALL_TIMEOUT,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{exc}\nthe pods' logs are in {self.home / 'pod-logs'}; "
+                f"`kubectl -n {namespace} get pods` while it runs"
+            ) from exc
+        tokens = self.cluster.storage.get(secrets_type.key, namespace, "durapod-api-tokens")
+        assert tokens is not None, "the chart made no API token Secret"
+        self.api_token = base64.b64decode(tokens["data"]["tokens"]).decode().split(",")[0]
+        network = self.kubelet.network
+        assert network is not None
+        service = self.cluster.storage.get(services.key, namespace, "durapod-api")
+        assert service is not None, "the chart made no API Service"
+        port = service["spec"]["ports"][0]["port"]
+        local = await network.expose(namespace, "durapod-api", port)
+        self.api_urls = [f"http://127.0.0.1:{local}"]
+        self.api_url = self.api_urls[0]
+        self._write_env()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         with (logs / f"{name}.log").open("ab") as out:
