@@ -6,21 +6,24 @@ new ones against the node's allocatable cpu, memory and pod count (see
 Pending → Running → Succeeded/Failed with exit codes and container states, the log
 where the API server serves ``pods/log`` from. A pod that names the node itself passes
 the kubelet's own admission check or is rejected (``OutOfmemory``). It behaves as a node
-on the bad days: a memory watchdog OOM-kills a pod over its limit (SIGKILL,
-``OOMKilled``, 137), :meth:`Kubelet.evict` does a node-pressure eviction
+on the bad days: a memory watchdog (:mod:`durapod.dev.oomwatch`) OOM-kills a pod over
+its limit (SIGKILL, ``OOMKilled``, 137), :meth:`Kubelet.evict` does a node-pressure eviction
 (DisruptionTarget, SIGTERM, SIGKILL after the grace period, ``Failed``/``Evicted``), and
 a pod deleted gracefully gets SIGTERM, then SIGKILL when its grace period runs out.
 
 Images are not pulled: a known image stands for a local environment (see
 :mod:`durapod.dev.images`); any other image waits in ``ErrImagePull`` and
-``ImagePullBackOff``, with the kubelet's Events, and never runs.
+``ImagePullBackOff``, with the kubelet's Events, and never runs
+(:mod:`durapod.dev.imagepull`).
 
 A container's process runs in a mount namespace of its own with the pod's volumes at
 their ``mountPath`` (:mod:`durapod.dev.volumes`, :mod:`durapod.dev.podinit`: the kubelet
 needs root for that and refuses to start without it) and the environment its spec gives
 it (:mod:`durapod.dev.podenv`: Secrets, ConfigMaps, the downward API, ``$(VAR)``, and the
 API server's ``KUBERNETES_SERVICE_*`` variables); a missing Secret or ConfigMap holds it
-in ``CreateContainerConfigError``, a command that cannot start ends it as ``StartError``.
+in ``CreateContainerConfigError``, a command that cannot start ends it as ``StartError``
+(:mod:`durapod.dev.podlaunch`). The statuses it writes are made by
+:mod:`durapod.dev.podstatus`; this module is the orchestration.
 """
 
 from __future__ import annotations
@@ -29,10 +32,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
-import sys
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,9 +43,21 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from durapod.dev import images, node, podenv, podinit, podnet, probes, restarts, scheduling
-from durapod.dev.apiserver import pods
+from durapod.dev import (
+    imagepull,
+    images,
+    node,
+    oomwatch,
+    podenv,
+    podlaunch,
+    podnet,
+    podstatus,
+    probes,
+    restarts,
+    scheduling,
+)
 from durapod.dev.apiserver.server import log_file_name
+from durapod.dev.containers import Container, kill, memory_bytes
 from durapod.dev.nodeapi import NodeApi
 from durapod.dev.nodeapi import now as _now
 from durapod.dev.podnet import PodNetworks
@@ -53,25 +66,12 @@ from durapod.dev.volumes import MountError, Volumes, check_mount_namespaces
 
 log = logging.getLogger("durapod.dev.kubelet")
 Obj = dict[str, Any]
-WATCHDOG_SECONDS = 0.1
 #: How soon a container waiting in CreateContainerConfigError is tried again (the pod
 #: worker's back-off after a failed sync).
 CONFIG_RETRY_SECONDS = 10.0
-#: How containerd words a container that could not be started, before runc's reason.
-START_ERROR_PREFIX = (
-    "failed to create containerd task: failed to create shim task: OCI runtime create "
-    "failed: runc create failed: unable to start container process: "
-)
 #: How often the kubelet posts its Node's status when nothing changes
 #: (nodeStatusReportFrequency).
 NODE_STATUS_SECONDS = 300.0
-#: The pod's and its host's addresses: every pod shares the machine's loopback.
-_ADDRESSES = {
-    "hostIP": "127.0.0.1",
-    "hostIPs": [{"ip": "127.0.0.1"}],
-    "podIP": "127.0.0.1",
-    "podIPs": [{"ip": "127.0.0.1"}],
-}
 
 
 @dataclass(frozen=True)
@@ -112,33 +112,6 @@ class NodeSettings:
     #: With an isolated pod network: the ports of this machine's loopback a pod reaches at
     #: its own ``127.0.0.1`` (the API server's are always among them).
     host_ports: tuple[int, ...] = ()
-
-
-@dataclass(eq=False)
-class Container:
-    """One running pod process and what the node knows about it."""
-
-    namespace: str
-    name: str
-    uid: str
-    process: asyncio.subprocess.Process
-    started_at: str
-    memory_limit: int | None
-    killed_for: str | None = None  # OOMKilled | Evicted | Deleted | DeadlineExceeded | Unhealthy
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    #: How often the container was restarted before this run, and how the last run ended.
-    restart_count: int = 0
-    last_state: Obj = field(default_factory=dict)
-    #: The run's probes; the exit status once it ended.
-    prober: probes.Prober | None = None
-    code: int | None = None
-    #: Set while the container waits out its crash back-off, to end the wait early.
-    wake: asyncio.Event | None = None
-    #: Held while a status is made and written: the last write has the latest state.
-    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: Where its probes and hooks go; whether it is being stopped already.
-    target: probes.Target | None = None
-    stopping: bool = False
 
 
 class Kubelet:
@@ -191,8 +164,8 @@ class Kubelet:
         )
         #: When each pod's activeDeadlineSeconds passes (loop time), across restarts.
         self._deadlines: dict[str, float] = {}
-        #: Each pod's conditions as last written: type → (status, lastTransitionTime).
-        self._transitions: dict[str, dict[str, tuple[str, str]]] = {}
+        #: Each pod's conditions as last written.
+        self._transitions = podstatus.Transitions()
         #: Every container process started and not yet seen to end.
         self._processes: set[asyncio.subprocess.Process] = set()
         #: Each pod's own network namespace (with ``pod_network="isolated"``).
@@ -216,13 +189,7 @@ class Kubelet:
     async def _patch_status(self, c: Container, status: Obj) -> None:
         """Write the pod's status; a condition whose status stays keeps the time it last
         changed (readiness over time is what minReadySeconds counts)."""
-        seen = self._transitions.setdefault(c.uid, {})
-        for condition in status.get("conditions") or []:
-            before = seen.get(condition["type"])
-            if before is not None and before[0] == condition["status"]:
-                condition["lastTransitionTime"] = before[1]
-            else:
-                seen[condition["type"]] = (condition["status"], condition["lastTransitionTime"])
+        self._transitions.keep(c.uid, status)
         await self.api.patch_pod_status(c.namespace, c.name, status)
 
     # -- the node ----------------------------------------------------------------------
@@ -297,7 +264,7 @@ class Kubelet:
             self._forget(uid)
             if running and running.process.returncode is None:
                 running.killed_for = running.killed_for or "Deleted"
-                _kill(running, signal.SIGKILL)
+                kill(running, signal.SIGKILL)
             if running and running.wake is not None:
                 running.wake.set()
             return
@@ -327,7 +294,7 @@ class Kubelet:
         self._stop_pulling(uid)
         self._deleting.discard(uid)
         self._deadlines.pop(uid, None)
-        self._transitions.pop(uid, None)
+        self._transitions.forget(uid)
         if self.network is not None:
             self._spawn(self.network.remove(uid))
         self._crashes.forget(f"{uid}_")
@@ -357,7 +324,10 @@ class Kubelet:
         container = pod["spec"]["containers"][0]
         environment = self.images.find(container.get("image") or "")
         if environment is None:
-            self._pulls[uid] = self._spawn(self._pull_back_off(pod, container))
+            pulling = imagepull.pull_back_off(
+                self.api, self._back_off, pod, container, self._report_waiting
+            )
+            self._pulls[uid] = self._spawn(pulling)
         else:
             self._spawn(self._start(pod, environment))
 
@@ -371,92 +341,12 @@ class Kubelet:
             {"phase": "Failed", "reason": reason, "message": f"Pod was rejected: {message}"},
         )
 
-    async def _pull_back_off(self, pod: Obj, container: Obj) -> None:
-        """An image this node cannot have: ErrImagePull, then ImagePullBackOff while the
-        back-off lasts, then another try, as the kubelet's image manager does. Runs until
-        the pod is deleted."""
-        image = images.with_default_tag(container.get("image") or "")
-        ref = f"spec.containers{{{container['name']}}}"
-        started = _now()
-        shown: tuple[str, str] | None = None
-
-        async def wait(reason: str, message: str) -> None:
-            nonlocal shown
-            if shown != (reason, message):
-                shown = (reason, message)
-                await self._report_waiting(pod, container, started, reason, message)
-            await self.api.record(pod, "Warning", "Failed", f"Error: {reason}", field_path=ref)
-
-        if images.pull_policy(container) == "Never":
-            message = f'Container image "{image}" is not present with pull policy of Never'
-            await self.api.record(pod, "Warning", "ErrImageNeverPull", message, field_path=ref)
-            await wait("ErrImageNeverPull", message)
-            return
-        key = f"{pod['metadata']['uid']}_{image}"
-        error = images.pull_error(image)
-        # The pod worker syncs a pod that failed to start again after a while; half the
-        # base back-off shows ImagePullBackOff between two pulls, as on a node.
-        sync = self._back_off.base / 2
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                moment = loop.time()
-                if self._back_off.in_back_off(key, moment):
-                    await self.api.record(
-                        pod,
-                        "Normal",
-                        "BackOff",
-                        f'Back-off pulling image "{image}"',
-                        field_path=ref,
-                    )
-                    await wait(
-                        "ImagePullBackOff",
-                        f'Back-off pulling image "{image}": ErrImagePull: {error}',
-                    )
-                    left = self._back_off.until(key) - loop.time()
-                    await asyncio.sleep(max(0.0, min(sync, left)) + 0.001)
-                    continue
-                await self.api.record(
-                    pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path=ref
-                )
-                await self.api.record(
-                    pod,
-                    "Warning",
-                    "Failed",
-                    f'Failed to pull image "{image}": {error}',
-                    field_path=ref,
-                )
-                self._back_off.next(key, loop.time())
-                await wait("ErrImagePull", error)
-                await asyncio.sleep(sync)
-        finally:
-            self._back_off.forget(key)
-
     async def _report_waiting(
         self, pod: Obj, container: Obj, started: str, reason: str, message: str
     ) -> None:
         meta = pod["metadata"]
-        await self.api.patch_pod_status(
-            meta["namespace"],
-            meta["name"],
-            {
-                "phase": "Pending",
-                "startTime": started,
-                **_ADDRESSES,
-                "conditions": _conditions(ready=False, unready=[container["name"]]),
-                "containerStatuses": [
-                    {
-                        "name": container["name"],
-                        "image": container.get("image", ""),
-                        "imageID": "",
-                        "ready": False,
-                        "started": False,
-                        "restartCount": 0,
-                        "state": {"waiting": {"reason": reason, "message": message}},
-                    }
-                ],
-            },
-        )
+        status = podstatus.waiting(container, started, reason, message)
+        await self.api.patch_pod_status(meta["namespace"], meta["name"], status)
 
     # -- the pod lifecycle -------------------------------------------------------------
 
@@ -497,7 +387,7 @@ class Kubelet:
                 meta["uid"],
                 process,
                 _now(),
-                _bytes(limit),
+                memory_bytes(limit),
             )
             if before is not None:
                 c.restart_count = before.restart_count + 1
@@ -505,7 +395,7 @@ class Kubelet:
             self.containers[meta["uid"]] = c
             if meta["uid"] not in self._admitted:  # deleted while it was starting
                 c.killed_for = "Deleted"
-                _kill(c, signal.SIGKILL)
+                kill(c, signal.SIGKILL)
             log.info("started pod %s/%s as pid %d", c.namespace, c.name, process.pid)
             if not await self._run(pod, container, c, env):
                 break
@@ -519,13 +409,10 @@ class Kubelet:
     ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
         """Start the container's process; the process and its environment.
 
-        The process is :mod:`durapod.dev.podinit`, which mounts the pod's volumes in a
-        mount namespace of its own and then execs the container's command (so its pid
-        is the container's); it says through a pipe whether that went well. A start
-        that fails (a command not found, say) exits 128 with the reason in
-        :attr:`start_errors` and in the log, as a runtime's StartError. While the
-        container's configuration cannot be made (a missing Secret) it waits; if the
-        pod goes away meanwhile, the pod's worker is cancelled.
+        See :mod:`durapod.dev.podlaunch`. A start that fails (a command not found, say)
+        exits 128 with the reason in :attr:`start_errors` and in the log, as a runtime's
+        StartError. While the container's configuration cannot be made (a missing Secret)
+        it waits; if the pod goes away meanwhile, the pod's worker is cancelled.
         """
         env = await self._config(pod, container, environment)
         if env is None:
@@ -538,36 +425,19 @@ class Kubelet:
             "mounts": self._mounts(pod, container, dirs, env),
             "readOnlyRootFilesystem": bool(security.get("readOnlyRootFilesystem")),
         }
-        status_read, status_write = os.pipe()
-        try:
-            with log_path.open("ab") as log_file:
-                process = await asyncio.create_subprocess_exec(
-                    *self._netns(uid),
-                    sys.executable,
-                    "-I",
-                    podinit.__file__,
-                    "--status",
-                    str(status_write),
-                    json.dumps(layout),
-                    "--",
-                    *podenv.command(self.images.with_defaults(container), env),
-                    env=env,
-                    cwd=self.workdir,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    pass_fds=(status_write,),
-                )
-        finally:
-            os.close(status_write)
-        self._processes.add(process)
-        failure = await asyncio.to_thread(_read_to_end, status_read)
-        if failure:
-            message = f"{START_ERROR_PREFIX}{failure.decode(errors='replace')}: unknown"
-            self.start_errors[process.pid] = message
+        process, failure = await podlaunch.launch(
+            self._netns(uid),
+            layout,
+            podenv.command(self.images.with_defaults(container), env),
+            env,
+            self.workdir,
+            log_path,
+            self._processes.add,
+        )
+        if failure is not None:
+            self.start_errors[process.pid] = failure
             ref = f"spec.containers{{{container['name']}}}"
-            await self.api.record(pod, "Warning", "Failed", f"Error: {message}", field_path=ref)
+            await self.api.record(pod, "Warning", "Failed", f"Error: {failure}", field_path=ref)
         return process, env
 
     def _mounts(
@@ -604,72 +474,30 @@ class Kubelet:
     async def _env(self, pod: Obj, container: Obj, environment: Path) -> dict[str, str]:
         """The image's environment, then what the container's spec gives it (see
         :mod:`durapod.dev.podenv`), with the API server's service variables."""
-        image = {
-            "PATH": f"{environment}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": os.pathsep.join(map(str, (*self.settings.python_path, self.workdir))),
-            "PYTHONUNBUFFERED": "1",
-            "HOSTNAME": pod["metadata"]["name"],
-        }
-        placed = {
-            **pod,
-            "spec": {**pod["spec"], "nodeName": self.node_name},
-            "status": {**(pod.get("status") or {}), **self._addresses(pod)},
-        }
         given = await podenv.container_env(
-            placed,
+            podenv.placed(pod, self.node_name, self._addresses(pod)),
             container,
             self.volumes.read,
             self.allocatable.resource_list(),
             podenv.service_variables(self.cluster_url),
         )
+        python_path = (*self.settings.python_path, self.workdir)
+        image = podenv.image_variables(environment, python_path, pod["metadata"]["name"])
         return {**image, **given}
-
-    def _container_status(
-        self, container: Obj, c: Container, state: Obj, ready: bool, started: bool | None = None
-    ) -> Obj:
-        status = {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "containerID": f"subprocess://{c.process.pid}",
-            "ready": ready,
-            "started": ready if started is None else started,
-            "restartCount": c.restart_count,
-            "state": state,
-        }
-        if c.last_state:
-            status["lastState"] = c.last_state
-        return status
 
     def _terminated(self, c: Container, code: int) -> Obj:
         """The container's ``state.terminated`` after its process exited with ``code``."""
-        reason = {"OOMKilled": "OOMKilled"}.get(
-            c.killed_for or "", "Completed" if code == 0 else "Error"
-        )
-        terminated: Obj = {
-            "exitCode": 128 - code if code < 0 else code,
-            "reason": reason,
-            "startedAt": c.started_at,
-            "finishedAt": _now(),
-            "containerID": f"subprocess://{c.process.pid}",
-        }
-        if code < 0:
-            terminated["signal"] = -code
-        if (error := self.start_errors.pop(c.process.pid, None)) is not None:
-            terminated.update(reason="StartError", message=error)  # it never ran
-        return terminated
+        return podstatus.terminated(c, code, self.start_errors.pop(c.process.pid, None))
 
     async def _report_exit(self, pod: Obj, container: Obj, c: Container, code: int) -> None:
         terminated = self._terminated(c, code)
         exit_code, reason = terminated["exitCode"], terminated["reason"]
         status: Obj = {
             "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": _conditions(ready=False, evicted=c.killed_for == "Evicted")
+            "conditions": podstatus.conditions(ready=False, evicted=c.killed_for == "Evicted")
             + await self._disruption_conditions(c),
             "containerStatuses": [
-                self._container_status(container, c, {"terminated": terminated}, False)
+                podstatus.container_status(container, c, {"terminated": terminated}, False)
             ],
         }
         if c.killed_for == "DeadlineExceeded":
@@ -727,7 +555,7 @@ class Kubelet:
         await self._report_running(pod, container, c)
         guards = []
         if c.memory_limit:
-            guards.append(asyncio.create_task(self._watch_memory(c)))
+            guards.append(asyncio.create_task(oomwatch.watch_memory(c)))
         if (deadline := spec.get("activeDeadlineSeconds")) is not None:
             loop = asyncio.get_running_loop()
             due = self._deadlines.setdefault(c.uid, loop.time() + float(deadline))
@@ -749,11 +577,10 @@ class Kubelet:
     def _pod_ip(self, pod: Obj) -> str:
         """The pod's IP: its own with an isolated network, else this machine's loopback."""
         net = self.network.pods.get(pod["metadata"]["uid"]) if self.network else None
-        return net.ip if net is not None else str(_ADDRESSES["podIP"])
+        return net.ip if net is not None else str(podstatus.ADDRESSES["podIP"])
 
     def _addresses(self, pod: Obj) -> Obj:
-        ip = self._pod_ip(pod)
-        return {**_ADDRESSES, "podIP": ip, "podIPs": [{"ip": ip}]}
+        return podstatus.addresses(self._pod_ip(pod))
 
     def _netns(self, uid: str) -> list[str]:
         """What a pod's commands run under to be in its network namespace (if it has one)."""
@@ -783,8 +610,10 @@ class Kubelet:
             status: Obj = {
                 "phase": "Running",
                 **self._addresses(pod),
-                "conditions": _conditions(ready=ready, unready=unready),
-                "containerStatuses": [self._container_status(container, c, state, ready, started)],
+                "conditions": podstatus.conditions(ready=ready, unready=unready),
+                "containerStatuses": [
+                    podstatus.container_status(container, c, state, ready, started)
+                ],
             }
             if not c.restart_count:
                 status["startTime"] = c.started_at
@@ -814,9 +643,9 @@ class Kubelet:
                 c,
                 {
                     "phase": "Running",
-                    "conditions": _conditions(ready=False, unready=[name]),
+                    "conditions": podstatus.conditions(ready=False, unready=[name]),
                     "containerStatuses": [
-                        self._container_status(container, c, state, False, False)
+                        podstatus.container_status(container, c, state, False, False)
                     ],
                 },
             )
@@ -864,11 +693,11 @@ class Kubelet:
             # What is left of the grace period, at least 2s (minimumGracePeriodInSeconds).
             grace = max(grace - (loop.time() - began), 2.0)
         c.stopping = True
-        _kill(c, signal.SIGTERM)
+        kill(c, signal.SIGTERM)
         try:
             await asyncio.wait_for(c.process.wait(), grace)
         except TimeoutError:
-            _kill(c, signal.SIGKILL)
+            kill(c, signal.SIGKILL)
         await c.done.wait()
 
     async def _deadline(self, c: Container, seconds: float, grace: float) -> None:
@@ -883,15 +712,8 @@ class Kubelet:
             c,
             {
                 "conditions": [
-                    *_conditions(ready=True),
-                    {
-                        "type": "DisruptionTarget",
-                        "status": "True",
-                        "reason": "TerminationByKubelet",
-                        "message": "The node was low on resource: memory.",
-                        "lastTransitionTime": _now(),
-                        "lastProbeTime": None,
-                    },
+                    *podstatus.conditions(ready=True),
+                    podstatus.disruption_target(_now()),
                 ]
             },
         )
@@ -903,21 +725,11 @@ class Kubelet:
                 return c
         raise LookupError(f"no running pod {namespace}/{name} on this node")
 
-    async def _watch_memory(self, c: Container) -> None:
-        assert c.memory_limit is not None
-        while c.process.returncode is None:
-            if _group_rss(c.process.pid) > c.memory_limit:
-                log.info("pod %s/%s over its memory limit: OOM kill", c.namespace, c.name)
-                c.killed_for = "OOMKilled"
-                _kill(c, signal.SIGKILL)
-                return
-            await asyncio.sleep(WATCHDOG_SECONDS)
-
     async def stop(self) -> None:
         """Kill every pod process (the node goes away) and close the API session."""
         for c in self.containers.values():
             if c.process.returncode is None:
-                _kill(c, signal.SIGKILL)
+                kill(c, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     await c.process.wait()
         tasks = list(self._tasks)
@@ -927,6 +739,8 @@ class Kubelet:
         # cancellation can be lost in asyncio.wait_for when the process ends meanwhile).
         for c in self.containers.values():
             c.done.set()
+            if c.prober is not None:  # its worker may be cancelled before it stops it
+                tasks.extend(c.prober.stop())
         await asyncio.gather(*tasks, return_exceptions=True)
         # Processes started while the node was going (their workers are cancelled now).
         for process in list(self._processes):
@@ -938,71 +752,3 @@ class Kubelet:
         if self.network is not None:
             await self.network.close()
         await self.api.close()
-
-
-def _read_to_end(fd: int) -> bytes:
-    """Everything written to a pipe until its last writer closes it; closes ``fd``."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _bytes(limit: Any) -> int | None:
-    """A memory limit in bytes (None: no limit, or one the API server would refuse)."""
-    amount = pods.quantity(limit) if limit is not None else None
-    return math.ceil(amount) if amount else None
-
-
-def _kill(c: Container, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(c.process.pid, sig)
-
-
-def _group_rss(pgid: int) -> int:
-    """Resident memory of every process in a process group, in bytes."""
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[21]) * page
-    return total
-
-
-def _conditions(ready: bool, evicted: bool = False, unready: list[str] | None = None) -> list[Obj]:
-    """The pod's conditions; ``unready`` names containers not yet running, as the
-    kubelet says why a pod waiting for them is not Ready."""
-    now = _now()
-    flag = "True" if ready else "False"
-    conditions: list[Obj] = [
-        {"type": t, "status": s, "lastTransitionTime": now, "lastProbeTime": None}
-        for t, s in (
-            ("PodScheduled", "True"),
-            ("Initialized", "True"),
-            ("ContainersReady", flag),
-            ("Ready", flag),
-        )
-    ]
-    if unready:
-        for condition in conditions[2:]:
-            condition["reason"] = "ContainersNotReady"
-            condition["message"] = f"containers with unready status: [{' '.join(unready)}]"
-    if evicted:
-        conditions.append(
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "TerminationByKubelet",
-                "message": "The node was low on resource: memory.",
-                "lastTransitionTime": now,
-                "lastProbeTime": None,
-            }
-        )
-    return conditions

@@ -20,9 +20,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -129,6 +131,28 @@ def command(container: Obj, env: Mapping[str, str]) -> list[str]:
 
 
 # -- the environment --------------------------------------------------------------------
+
+
+def image_variables(bin_dir: Path, python_path: Sequence[Path], hostname: str) -> dict[str, str]:
+    """What the image's environment gives every container: the environment's ``bin_dir``
+    first on PATH, ``python_path`` as PYTHONPATH, the pod's name as HOSTNAME."""
+    return {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join(map(str, python_path)),
+        "PYTHONUNBUFFERED": "1",
+        "HOSTNAME": hostname,
+    }
+
+
+def placed(pod: Obj, node_name: str, addresses: Mapping[str, Any]) -> Obj:
+    """The pod as the downward API sees it once on the node: its node and addresses."""
+    return {
+        **pod,
+        "spec": {**pod["spec"], "nodeName": node_name},
+        "status": {**(pod.get("status") or {}), **addresses},
+    }
 
 
 def service_variables(url: str) -> dict[str, str]:

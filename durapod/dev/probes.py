@@ -242,9 +242,11 @@ class Prober:
             self.started.set()
         self._tasks = [asyncio.create_task(self._work(kind)) for kind in self.specs]
 
-    def stop(self) -> None:
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Cancel the probes; the tasks, for a caller that must wait for them to end."""
         for task in self._tasks:
             task.cancel()
+        return self._tasks
 
     async def _work(self, kind: str) -> None:
         spec = self.specs[kind]

@@ -34,10 +34,11 @@ from durapod.dev.apiserver import (
     tls,
 )
 from durapod.dev.apiserver.registry import Registry, ResourceType
-from durapod.dev.apiserver.storage import Obj, Storage
+from durapod.dev.apiserver.storage import EVENT_TTL_SECONDS, Obj, Storage
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_CRDS = "apiextensions.k8s.io/customresourcedefinitions"
 _SERVER_OWNED = (
     "uid",
     "creationTimestamp",
@@ -76,13 +77,20 @@ class Options:
 class Cluster:
     """One in-memory cluster: its resource types and its objects."""
 
-    def __init__(self, tokens: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, dict[str, Any]] | None = None,
+        event_ttl: float = EVENT_TTL_SECONDS,
+    ) -> None:
         self.registry = Registry()
-        self.storage = Storage()
+        #: ``event_ttl``: seconds an Event lives after its last write (``--event-ttl``).
+        self.storage = Storage(event_ttl=event_ttl)
         #: Owners (by uid) and namespaces whose deletion is being carried out right now:
         #: removals it causes do not start it again.
         self._collecting: set[str] = set()
         self._terminating: set[str] = set()
+        #: CRDs whose custom resources are being deleted right now (likewise).
+        self._cleaning: set[str] = set()
         #: Static bearer tokens (a token file), each with the user it stands for; the
         #: server authenticates them (see ``auth``).
         self.tokens: dict[str, dict[str, Any]] = dict(tokens or {})
@@ -141,6 +149,10 @@ class Cluster:
                 raise deletion.terminating(rt.plural, rt.group, name, namespace)
         else:
             meta.pop("namespace", None)
+        if rt.custom:
+            crd = self.storage.get(_CRDS, "", f"{rt.plural}.{rt.group}")
+            if crd is not None and crd["metadata"].get("deletionTimestamp"):
+                raise deletion.crd_terminating_create(rt.plural, rt.group)
         if not meta.get("name"):
             if not meta.get("generateName"):
                 raise errors.invalid(
@@ -442,6 +454,8 @@ class Cluster:
             raise errors.conflict(rt.plural, rt.group, name)
         if rt.plural == "namespaces":
             return self._delete_namespace(rt, current, dry_run)
+        if rt.key == _CRDS and not current["metadata"].get("deletionTimestamp"):
+            return self._delete_crd(rt, current, dry_run)
         meta = current["metadata"]
         policy = deletion.propagation(options)
         grace = self._grace(rt, current, options)
@@ -596,6 +610,57 @@ class Cluster:
                 self._namespace_progress(namespace)
             elif (rt.key, meta["name"]) == ("/configmaps", serviceaccounts.ROOT_CA_CONFIGMAP):
                 self._publish_root_ca(namespace)  # the publisher puts it back
+        if rt.custom:
+            self._crd_progress(f"{rt.plural}.{rt.group}")
+
+    # -- custom resource definitions ---------------------------------------------------
+
+    def _delete_crd(self, rt: ResourceType, current: Obj, dry_run: bool) -> Obj:
+        """The CRD registry's delete: the CRD is marked Terminating and held by the
+        cleanup finalizer; its finalizer controller deletes every custom resource as its
+        own DELETE would (so their finalizers hold it) and lets the CRD go once none is
+        left."""
+        marked = deletion.marked(current, now(), None, deletion.CRD_CLEANUP)
+        marked = deletion.crd_terminating(marked, deletion.CRD_PENDING, now())
+        if dry_run:
+            return marked
+        name = current["metadata"]["name"]
+        stored = self.storage.write(rt.key, marked, "MODIFIED")
+        stored = self.storage.write(
+            rt.key, deletion.crd_terminating(stored, deletion.CRD_IN_PROGRESS, now()), "MODIFIED"
+        )
+        key = f"{current['spec']['group']}/{current['spec']['names']['plural']}"
+        types = self.registry.by_key(key)
+        self._cleaning.add(name)
+        try:
+            for obj in self.storage.objects(key) if types else []:
+                if obj["metadata"].get("deletionTimestamp"):
+                    continue
+                place = obj["metadata"].get("namespace", "")
+                with contextlib.suppress(errors.StatusError):  # gone meanwhile
+                    self.delete(types[0], place, obj["metadata"]["name"], {})
+        finally:
+            self._cleaning.discard(name)
+        self._crd_progress(name)
+        return self.storage.get(rt.key, "", name) or stored
+
+    def _crd_progress(self, name: str) -> None:
+        """Once a Terminating CRD has no custom resources left, its cleanup finalizer is
+        cleared (and with the last finalizer, the CRD and its API go)."""
+        crd = self.storage.get(_CRDS, "", name)
+        if name in self._cleaning or crd is None:
+            return
+        if deletion.CRD_CLEANUP not in (crd["metadata"].get("finalizers") or []):
+            return
+        if self.storage.objects(f"{crd['spec']['group']}/{crd['spec']['names']['plural']}"):
+            return
+        released = deletion.without_finalizer(crd, deletion.CRD_CLEANUP)
+        released = deletion.crd_terminating(released, deletion.CRD_COMPLETED, now())
+        crd_rt = self._type("apiextensions.k8s.io", "customresourcedefinitions")
+        if released["metadata"].get("finalizers"):
+            self.storage.write(_CRDS, released, "MODIFIED")
+        else:
+            self._remove(crd_rt, released)
 
     # -- namespaces --------------------------------------------------------------------
 

@@ -19,6 +19,17 @@ KUBERNETES = "kubernetes"
 #: NamespaceLifecycle admission's immortal namespaces.
 IMMORTAL = ("default", "kube-system", "kube-public")
 TERMINATING = "Terminating"
+#: What holds a deleted CRD until its custom resources are gone (apiextensions'
+#: CustomResourceCleanupFinalizer, cleared by its finalizer controller).
+CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
+#: The Terminating condition of a CRD at each step (crd_finalizer.go's reasons).
+CRD_PENDING = (
+    "True",
+    "InstanceDeletionPending",
+    "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+)
+CRD_IN_PROGRESS = ("True", "InstanceDeletionInProgress", "CustomResource deletion is in progress")
+CRD_COMPLETED = ("False", "InstanceDeletionCompleted", "removed all instances")
 
 
 def propagation(options: Mapping[str, Any]) -> str:
@@ -159,3 +170,35 @@ def namespace_conditions(
             }
         )
     return conditions
+
+
+def crd_terminating(crd: Obj, step: tuple[str, str, str], timestamp: str) -> Obj:
+    """A copy of ``crd`` with its Terminating condition at ``step`` (SetCRDCondition: the
+    transition time kept while the status stays)."""
+    out = copy.deepcopy(crd)
+    status, reason, message = step
+    conditions = out.setdefault("status", {}).setdefault("conditions", [])
+    before = next((c for c in conditions if c.get("type") == TERMINATING), None)
+    since = before.get("lastTransitionTime") if before and before.get("status") == status else None
+    condition = {
+        "type": TERMINATING,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or timestamp,
+    }
+    if before is None:
+        conditions.append(condition)
+    else:
+        conditions[conditions.index(before)] = condition
+    return out
+
+
+def crd_terminating_create(plural: str, group: str) -> errors.StatusError:
+    """The custom resource handler's answer to a create while the CRD is terminating."""
+    return errors.StatusError(
+        405,
+        "MethodNotAllowed",
+        "create not allowed while custom resource definition is terminating",
+        {"group": group, "kind": plural},
+    )

@@ -6,12 +6,17 @@ etcd every five minutes, after which a watch from an older resourceVersion is an
 410 Expired and the client lists again. It is also bounded by memory (a count and a byte
 budget), since ``durapod dev`` must stay small under a stream of changes; each change is
 kept as its JSON text, which is also what the watch streams send.
+
+Events expire as kube-apiserver's do (``--event-ttl``, one hour): each write of an Event
+is stored with that time to live, and once it passes the Event is removed (a DELETED
+watch event), by a timer on the event loop and on the next write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import heapq
 import json
 import time
 from collections import OrderedDict, deque
@@ -32,6 +37,10 @@ HISTORY_BYTES = 32 * 1024 * 1024
 WATCHER_BACKLOG = 1_000
 #: List snapshots kept for outstanding continue tokens (the least recently used go).
 SNAPSHOTS = 16
+#: kube-apiserver's default ``--event-ttl``: how long an Event outlives its last write.
+EVENT_TTL_SECONDS = 3600.0
+#: The resources stored with the event TTL (the core and events.k8s.io Events).
+EXPIRING = ("/events", "events.k8s.io/events")
 #: What an entry of the history costs beside its JSON text (the entry, its strings).
 _ENTRY_OVERHEAD = 200
 
@@ -116,6 +125,7 @@ class Storage:
         history_seconds: float = HISTORY_SECONDS,
         history_changes: int = HISTORY_CHANGES,
         history_bytes: int = HISTORY_BYTES,
+        event_ttl: float = EVENT_TTL_SECONDS,
     ) -> None:
         self.revision = 1
         #: How long a change stays in the history (settable: tests shorten it).
@@ -132,6 +142,13 @@ class Storage:
         self._history_size = 0
         self._snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()
         self.watchers: set[Watcher] = set()
+        #: Seconds an Event lives after its last write (settable: tests shorten it).
+        self.event_ttl = event_ttl
+        #: (deadline, key, place, resourceVersion) of each expiring write, soonest first;
+        #: an entry whose object was written again since is stale and skipped.
+        self._leases: list[tuple[float, str, str, int]] = []
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
 
     # -- objects -----------------------------------------------------------------------
 
@@ -156,8 +173,13 @@ class Storage:
         self.revision += 1
         stored = copy.deepcopy(obj)
         stored["metadata"]["resourceVersion"] = str(self.revision)
-        self._objects.setdefault(key, {})[sort_key(stored)] = stored
+        place = sort_key(stored)
+        self._objects.setdefault(key, {})[place] = stored
         self._publish(key, event, stored)
+        if key in EXPIRING:
+            now = time.monotonic()
+            heapq.heappush(self._leases, (now + self.event_ttl, key, place, self.revision))
+        self.expire()
         return stored
 
     def remove(self, key: str, obj: Obj) -> Obj:
@@ -167,6 +189,33 @@ class Storage:
         gone["metadata"]["resourceVersion"] = str(self.revision)
         self._publish(key, "DELETED", gone)
         return gone
+
+    def expire(self) -> None:
+        """Remove the Events whose time to live has passed (as etcd ends their lease),
+        then set a timer for the next one."""
+        now = time.monotonic()
+        while self._leases and self._leases[0][0] <= now:
+            _, key, place, rv = heapq.heappop(self._leases)
+            obj = self._objects.get(key, {}).get(place)
+            if obj is not None and obj["metadata"]["resourceVersion"] == str(rv):
+                self.remove(key, obj)
+        deadline = self._leases[0][0] if self._leases else None
+        if self._expiry_timer is not None and self._timer_deadline == deadline:
+            return  # the timer set for the soonest lease stands
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if deadline is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a Cluster used directly): the next write sweeps
+            self._expiry_timer = loop.call_later(max(deadline - now, 0.0), self._fire)
+            self._timer_deadline = deadline
+
+    def _fire(self) -> None:
+        self._expiry_timer = None
+        self.expire()
 
     # -- watchers and history ----------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """``kind: Table`` responses for ``kubectl get``: a Name column, then the CRD's
-additionalPrinterColumns (or the built-in columns of pods, events and namespaces)."""
+additionalPrinterColumns (or the built-in columns kubectl shows for pods, events,
+namespaces, services, nodes and the workloads: kubernetes/pkg/printers/internalversion)."""
 
 from __future__ import annotations
 
@@ -137,6 +138,70 @@ def _endpoints_row(ep: Obj) -> list[Any]:
     return [shown, _age(ep)]
 
 
+def _service_external_ip(spec: Obj, status: Obj) -> str:
+    """getServiceExternalIP (not wide): the external IPs, or what the type implies."""
+    kind = spec.get("type") or "ClusterIP"
+    external = list(spec.get("externalIPs") or [])
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if kind == "LoadBalancer":
+        ingress = (status.get("loadBalancer") or {}).get("ingress") or []
+        balancers = ",".join(
+            sorted({i.get("ip") or i.get("hostname") or "" for i in ingress} - {""})
+        )
+        if len(balancers) > 16:  # loadBalancerStatusStringer cuts it to loadBalancerWidth
+            balancers = balancers[:13] + "..."
+        return ",".join([*filter(None, balancers.split(",")), *external]) or "<pending>"
+    if kind == "ExternalName":
+        return str(spec.get("externalName") or "")
+    return "<unknown>"
+
+
+def _service_row(svc: Obj) -> list[Any]:
+    """printService: TYPE, CLUSTER-IP, EXTERNAL-IP, PORT(S) (``80/TCP``,
+    ``80:30080/TCP`` with a node port), AGE."""
+    spec, status = svc.get("spec") or {}, svc.get("status") or {}
+    cluster_ips = spec.get("clusterIPs") or []
+    ports = [
+        f"{p.get('port')}:{p['nodePort']}/{p.get('protocol', 'TCP')}"
+        if p.get("nodePort")
+        else f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+        for p in spec.get("ports") or []
+    ]
+    return [
+        spec.get("type", ""),
+        cluster_ips[0] if cluster_ips else "<none>",
+        _service_external_ip(spec, status),
+        ",".join(ports) or "<none>",
+        _age(svc),
+    ]
+
+
+def _node_row(node: Obj) -> list[Any]:
+    """printNode: STATUS (Ready, NotReady or Unknown, and SchedulingDisabled when
+    cordoned), ROLES (from ``node-role.kubernetes.io/*`` and ``kubernetes.io/role``
+    labels), AGE, VERSION."""
+    status = node.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    shown = (
+        ["Unknown"] if ready is None else ["Ready" if ready.get("status") == "True" else "NotReady"]
+    )
+    if (node.get("spec") or {}).get("unschedulable"):
+        shown.append("SchedulingDisabled")
+    roles = set()
+    for label, value in (node["metadata"].get("labels") or {}).items():
+        if label.startswith("node-role.kubernetes.io/") and label.split("/", 1)[1]:
+            roles.add(label.split("/", 1)[1])
+        elif label == "kubernetes.io/role" and value:
+            roles.add(value)
+    return [
+        ",".join(shown),
+        ",".join(sorted(roles)) or "<none>",
+        _age(node),
+        (status.get("nodeInfo") or {}).get("kubeletVersion", ""),
+    ]
+
+
 _BUILTIN: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
     "apps/deployments": (
         [
@@ -150,6 +215,20 @@ _BUILTIN: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = 
     "apps/replicasets": (
         [("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
         _replica_set_row,
+    ),
+    "/services": (
+        [
+            ("Type", "string"),
+            ("Cluster-IP", "string"),
+            ("External-IP", "string"),
+            ("Port(s)", "string"),
+            ("Age", "string"),
+        ],
+        _service_row,
+    ),
+    "/nodes": (
+        [("Status", "string"), ("Roles", "string"), ("Age", "string"), ("Version", "string")],
+        _node_row,
     ),
     "/endpoints": ([("Endpoints", "string"), ("Age", "string")], _endpoints_row),
     "/pods": (
