@@ -19,6 +19,7 @@ import httpx
 
 from durapod.dev.postgres import free_port
 from tests.helpers import LocalCluster, wait_for
+from tests.test_stand_in_semantics import _run
 
 EVENTS = "/api/v1/namespaces/default/events"
 NEW_EVENTS = "/apis/events.k8s.io/v1/namespaces/default/events"
@@ -37,15 +38,6 @@ def _first_change(client: httpx.Client, path: str, resource_version: str) -> dic
             event: dict[str, Any] = json.loads(line)
             return event
     raise AssertionError(f"the watch of {path} ended without an event")
-
-
-def _run(name: str, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "durapod.io/v1",
-        "kind": "TaskRun",
-        "metadata": {"name": name, **meta},
-        "spec": {"task": "hello"},
-    }
 
 
 # -- Events expire ---------------------------------------------------------------------
