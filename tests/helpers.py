@@ -142,6 +142,15 @@ class LocalCluster:
     ) -> subprocess.CompletedProcess[str]:
         return kubectl(self.kubeconfig, self.home / "kube-cache", *args, input=input, check=check)
 
+    async def _drain(self) -> None:
+        """End whatever still runs on the loop (a proxied connection, a probe), so its
+        sockets are closed before the loop is."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the closed transports' callbacks run now
+
     def close(self) -> None:
         if self.controllers is not None:
             self.call(self.controllers.stop())
@@ -149,6 +158,7 @@ class LocalCluster:
             self._kubelet_task.cancel()
             self.call(self.kubelet.stop())
         self.call(self._runner.cleanup())
+        self.call(self._drain())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import ssl
 import textwrap
@@ -22,7 +23,7 @@ import pytest
 
 from durapod.dev import podenv
 from durapod.dev.apiserver import serviceaccounts
-from tests.helpers import TOKEN, LocalCluster, wait_for
+from tests.helpers import REPO, TOKEN, LocalCluster, wait_for
 
 NS = "/api/v1/namespaces/default"
 RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
@@ -341,6 +342,30 @@ def test_a_read_only_root_filesystem_leaves_only_volumes_writable(
     _created(api.post(f"{NS}/pods", json=pod))
     assert _output(node_cluster, api, "ro") == ["Read-only file system", True]
     assert not Path("/tmp/durapod-ro-probe").exists() and not Path("/cache").exists()
+
+
+def test_a_volume_over_the_images_directory_does_not_hide_the_image(
+    api: httpx.Client, node_cluster: LocalCluster
+) -> None:
+    """In a container, an emptyDir at /tmp hides the root filesystem's /tmp, never the
+    image's program. Here the "image" is this machine's Python and code, which may live
+    under such a directory (a clone in /tmp, as CI makes): they stay visible, and the rest
+    of the directory is the volume."""
+    covered = str(REPO.parent)
+    script = f"""
+        import json, os
+        print(json.dumps([sorted(os.listdir({covered!r})), os.path.isdir({str(REPO)!r})]))
+    """
+    pod = _pod(
+        "over-image",
+        script,
+        volumeMounts=[{"name": "scratch", "mountPath": covered}],
+        spec={"volumes": [{"name": "scratch", "emptyDir": {}}]},
+    )
+    _created(api.post(f"{NS}/pods", json=pod))
+    listing, code_seen = _output(node_cluster, api, "over-image")
+    assert code_seen is True
+    assert REPO.name in listing and len(listing) < len(os.listdir(covered))
 
 
 def test_the_service_account_token_is_mounted_unless_declined(api: httpx.Client) -> None:

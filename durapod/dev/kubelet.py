@@ -424,6 +424,14 @@ class Kubelet:
             "cwd": container.get("workingDir") or str(self.workdir),
             "mounts": self._mounts(pod, container, dirs, env),
             "readOnlyRootFilesystem": bool(security.get("readOnlyRootFilesystem")),
+            # The "image" is this machine's environment and code: a volume over one of
+            # their parents (an emptyDir at /tmp, say, when they live under /tmp) must
+            # not hide them, as a volume never hides the image's own files elsewhere.
+            "image": [
+                str(environment.parent),
+                str(self.workdir),
+                *(str(p) for p in self.settings.python_path),
+            ],
         }
         process, failure = await podlaunch.launch(
             self._netns(uid),

@@ -189,6 +189,12 @@ def set_up(spec: dict[str, Any]) -> None:
             sources[mount["target"]] = os.open(mount["source"], os.O_PATH)
         except OSError as exc:
             raise StartError(f"volume source {mount['source']}: {exc.strerror}") from exc
+    # The image's directories a volume would cover, held open to be put back on top.
+    targets = [os.path.normpath(m["target"]) for m in mounts]
+    image = {}
+    for path in map(os.path.normpath, spec.get("image") or []):
+        if any(_within(path, t) for t in targets) and os.path.isdir(path):
+            image[path] = os.open(path, os.O_PATH)
     wanted = [m["target"] for m in mounts] + [spec.get("cwd") or "/"]
     if any(not os.path.lexists("/" + path.strip("/").split("/")[0]) for path in wanted):
         namespace.ensure_root()
@@ -198,7 +204,10 @@ def set_up(spec: dict[str, Any]) -> None:
         namespace.ensure(target, stat.S_ISDIR(os.fstat(fd).st_mode))
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
         namespace.volumes.append(target)
-    for fd in sources.values():
+    for path, fd in image.items():
+        namespace.ensure(path, True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+    for fd in [*sources.values(), *image.values()]:
         os.close(fd)
     namespace.ensure(os.path.normpath(spec.get("cwd") or "/"), True)  # runc makes it too
     if spec.get("readOnlyRootFilesystem"):

@@ -97,12 +97,16 @@ async def _open(
                 raise
         else:
             sock = await target.connect(host, port)
-        if not tls:
-            return await asyncio.open_connection(sock=sock)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=host)
+        try:
+            if not tls:
+                return await asyncio.open_connection(sock=sock)
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=host)
+        except BaseException:  # cancelled by the timeout or the pod's end: no stray socket
+            sock.close()
+            raise
 
     return await asyncio.wait_for(opened(), timeout)
 
