@@ -37,6 +37,8 @@ class WorkQueue(Generic[K]):
     handler: Callable[[K], Awaitable[None]]
     workers: int = 8
     backoff: Backoff = field(default_factory=Backoff)
+    #: Failures expected to pass (logged in a line, without a traceback).
+    transient: Callable[[Exception], bool] = lambda exc: isinstance(exc, store.UNAVAILABLE)
     _ready: asyncio.Queue[K] = field(init=False, default_factory=asyncio.Queue)
     _queued: set[K] = field(init=False, default_factory=set)
     _active: set[K] = field(init=False, default_factory=set)
@@ -49,6 +51,14 @@ class WorkQueue(Generic[K]):
         self._tasks = [
             asyncio.create_task(self._work(), name=f"worker {n}") for n in range(self.workers)
         ]
+
+    async def run(self) -> None:
+        """Work until cancelled, for a caller that holds the task."""
+        self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -95,8 +105,8 @@ class WorkQueue(Generic[K]):
                 self._again.discard(key)  # the backoff's timer brings it back, not at once
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = self.backoff.delay(failures)
-                if isinstance(exc, store.UNAVAILABLE):
-                    log.warning("%s: database unavailable (%s); retry in %.2fs", key, exc, delay)
+                if self.transient(exc):
+                    log.warning("%s: %s; retry in %.2fs", key, exc, delay)
                 else:
                     log.exception("%s failed (%d in a row); retry in %.2fs", key, failures, delay)
                 self.add_after(key, delay)

@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
+
+from durapod.operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("durapod.dev.controllers")
 Obj = dict[str, Any]
@@ -190,73 +190,16 @@ async def watch(
             await asyncio.sleep(0.5)
 
 
-@dataclass
-class WorkQueue(Generic[K]):
-    """client-go's rate-limited work queue, in short: a key is handled by one worker at a
-    time, an add while it is handled runs it again afterwards, a failure is retried with
-    exponential back-off (5 ms doubling to 1000 s upstream; capped lower here)."""
-
-    handler: Callable[[K], Awaitable[None]]
-    base: float = 0.005
-    cap: float = 30.0
-    _ready: asyncio.Queue[K] = field(init=False, default_factory=asyncio.Queue)
-    _queued: set[K] = field(init=False, default_factory=set)
-    _active: set[K] = field(init=False, default_factory=set)
-    _again: set[K] = field(init=False, default_factory=set)
-    _failures: dict[K, int] = field(init=False, default_factory=dict)
-    _timers: dict[K, tuple[float, asyncio.TimerHandle]] = field(init=False, default_factory=dict)
-
-    def add(self, key: K) -> None:
-        if key in self._active:
-            self._again.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._ready.put_nowait(key)
-
-    def add_after(self, key: K, seconds: float) -> None:
-        """Handle ``key`` after ``seconds``; an earlier pending timer for it wins."""
-        loop = asyncio.get_running_loop()
-        due = loop.time() + max(seconds, 0.0)
-        pending = self._timers.get(key)
-        if pending is not None:
-            if pending[0] <= due:
-                return
-            pending[1].cancel()
-        self._timers[key] = (due, loop.call_at(due, self._fire, key))
-
-    def _fire(self, key: K) -> None:
-        self._timers.pop(key, None)
-        self.add(key)
-
-    async def work(self) -> None:
-        """Handle keys until cancelled (one worker: keys are handled in turn)."""
-        try:
-            while True:
-                key = await self._ready.get()
-                self._queued.discard(key)
-                self._active.add(key)
-                try:
-                    await self.handler(key)
-                except Exception as exc:
-                    failures = self._failures[key] = self._failures.get(key, 0) + 1
-                    delay = min(self.base * 2 ** min(failures - 1, 30), self.cap)
-                    delay *= random.uniform(0.8, 1.0)
-                    if isinstance(exc, ApiError) and exc.status == 409:
-                        log.debug("%s: conflict; again in %.3fs", key, delay)
-                    else:
-                        log.warning("%s failed (%s); again in %.3fs", key, exc, delay)
-                    self._again.discard(key)
-                    self.add_after(key, delay)
-                else:
-                    self._failures.pop(key, None)
-                finally:
-                    self._active.discard(key)
-                    if key in self._again:
-                        self._again.discard(key)
-                        self.add(key)
-        finally:
-            for _, timer in self._timers.values():
-                timer.cancel()
+def work_queue(handler: Callable[[K], Awaitable[None]]) -> WorkQueue[K]:
+    """A controller's work queue: the operator's (nothing dropped, a key handled by one
+    worker at a time, failures retried with back-off), one worker, client-go's short
+    first delay; a write conflict is expected and logged without a traceback."""
+    return WorkQueue(
+        handler,
+        workers=1,
+        backoff=Backoff(base=0.005, max=30.0),
+        transient=lambda exc: isinstance(exc, ApiError) and exc.status == 409,
+    )
 
 
 def controller_of(obj: Obj) -> Obj | None:

@@ -40,14 +40,15 @@ from durapod.dev.controllers.client import (
     ApiError,
     Client,
     Obj,
-    WorkQueue,
     controller_of,
     now,
     owner_reference,
     parse_time,
     selector_query,
     watch,
+    work_queue,
 )
+from durapod.operator.workqueue import WorkQueue
 
 log = logging.getLogger("durapod.dev.controllers.deployments")
 Key = tuple[str, str]
@@ -126,7 +127,7 @@ def surge_and_unavailable(d: Obj) -> tuple[int, int]:
 class DeploymentController:
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.queue: WorkQueue[Key] = WorkQueue(self.sync)
+        self.queue: WorkQueue[Key] = work_queue(self.sync)
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
@@ -139,7 +140,7 @@ class DeploymentController:
                 watch(self.client, "/apis/apps/v1/replicasets", self._on_rs, rs_ready)
             ),
             asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, asyncio.Event())),
-            asyncio.create_task(self.queue.work()),
+            asyncio.create_task(self.queue.run()),
         ]
         try:
             await d_ready.wait()

@@ -21,7 +21,15 @@ import asyncio
 import logging
 from typing import Any
 
-from durapod.dev.controllers.client import ApiError, Client, Obj, WorkQueue, selects, watch
+from durapod.dev.controllers.client import (
+    ApiError,
+    Client,
+    Obj,
+    selects,
+    watch,
+    work_queue,
+)
+from durapod.operator.workqueue import WorkQueue
 
 log = logging.getLogger("durapod.dev.controllers.endpoints")
 HEADLESS = "service.kubernetes.io/headless"
@@ -121,7 +129,7 @@ def _address_order(address: Obj) -> tuple[str, str]:
 class EndpointsController:
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.queue: WorkQueue[str] = WorkQueue(self.sync)
+        self.queue: WorkQueue[str] = work_queue(self.sync)
         self.synced = asyncio.Event()
         #: Services seen deleted, by namespace: their Endpoints go too.
         self._gone: dict[str, set[str]] = {}
@@ -131,7 +139,7 @@ class EndpointsController:
         tasks = [
             asyncio.create_task(watch(self.client, "/api/v1/services", self._on_svc, svc_ready)),
             asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, pods_ready)),
-            asyncio.create_task(self.queue.work()),
+            asyncio.create_task(self.queue.run()),
         ]
         try:
             await svc_ready.wait()

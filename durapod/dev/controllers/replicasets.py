@@ -25,14 +25,15 @@ from durapod.dev.controllers.client import (
     ApiError,
     Client,
     Obj,
-    WorkQueue,
     controller_of,
     now,
     owner_reference,
     parse_time,
     selector_query,
     watch,
+    work_queue,
 )
+from durapod.operator.workqueue import WorkQueue
 
 log = logging.getLogger("durapod.dev.controllers.replicasets")
 Key = tuple[str, str]
@@ -85,7 +86,7 @@ def deletion_order(pod: Obj) -> tuple[Any, ...]:
 class ReplicaSetController:
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.queue: WorkQueue[Key] = WorkQueue(self.sync)
+        self.queue: WorkQueue[Key] = work_queue(self.sync)
         self.synced = asyncio.Event()
         #: Keys whose last pod creation failed: (reason, message) for the condition.
         self._failures: dict[Key, str] = {}
@@ -97,7 +98,7 @@ class ReplicaSetController:
                 watch(self.client, "/apis/apps/v1/replicasets", self._on_rs, rs_ready)
             ),
             asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, pods_ready)),
-            asyncio.create_task(self.queue.work()),
+            asyncio.create_task(self.queue.run()),
         ]
         try:
             await rs_ready.wait()
