@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -200,6 +200,32 @@ def work_queue(handler: Callable[[K], Awaitable[None]]) -> WorkQueue[K]:
         backoff=Backoff(base=0.005, max=30.0),
         transient=lambda exc: isinstance(exc, ApiError) and exc.status == 409,
     )
+
+
+async def serve(
+    client: Client,
+    queue: WorkQueue[Any],
+    watches: Sequence[tuple[str, Callable[[str, Obj], None], bool]],
+    synced: asyncio.Event,
+) -> None:
+    """A controller's loop until cancelled: each watch (path, handler, and whether the
+    controller waits for its first list) and the work queue; ``synced`` is set once every
+    awaited watch has listed."""
+    ready = [asyncio.Event() for _ in watches]
+    tasks = [
+        asyncio.create_task(watch(client, path, handler, listed))
+        for (path, handler, _), listed in zip(watches, ready, strict=True)
+    ]
+    tasks.append(asyncio.create_task(queue.run()))
+    try:
+        for (_, _, awaited), listed in zip(watches, ready, strict=True):
+            if awaited:
+                await listed.wait()
+        synced.set()
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def controller_of(obj: Obj) -> Obj | None:

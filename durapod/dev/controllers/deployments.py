@@ -45,7 +45,7 @@ from durapod.dev.controllers.client import (
     owner_reference,
     parse_time,
     selector_query,
-    watch,
+    serve,
     work_queue,
 )
 from durapod.operator.workqueue import WorkQueue
@@ -131,25 +131,12 @@ class DeploymentController:
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
-        d_ready, rs_ready = asyncio.Event(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(
-                watch(self.client, "/apis/apps/v1/deployments", self._on_d, d_ready)
-            ),
-            asyncio.create_task(
-                watch(self.client, "/apis/apps/v1/replicasets", self._on_rs, rs_ready)
-            ),
-            asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, asyncio.Event())),
-            asyncio.create_task(self.queue.run()),
+        watches = [
+            ("/apis/apps/v1/deployments", self._on_d, True),
+            ("/apis/apps/v1/replicasets", self._on_rs, True),
+            ("/api/v1/pods", self._on_pod, False),
         ]
-        try:
-            await d_ready.wait()
-            await rs_ready.wait()
-            self.synced.set()
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+        await serve(self.client, self.queue, watches, self.synced)
 
     def _on_d(self, event: str, d: Obj) -> None:
         self.queue.add((d["metadata"]["namespace"], d["metadata"]["name"]))

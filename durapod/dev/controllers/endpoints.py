@@ -26,7 +26,7 @@ from durapod.dev.controllers.client import (
     Client,
     Obj,
     selects,
-    watch,
+    serve,
     work_queue,
 )
 from durapod.operator.workqueue import WorkQueue
@@ -135,20 +135,11 @@ class EndpointsController:
         self._gone: dict[str, set[str]] = {}
 
     async def run(self) -> None:
-        svc_ready, pods_ready = asyncio.Event(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(watch(self.client, "/api/v1/services", self._on_svc, svc_ready)),
-            asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, pods_ready)),
-            asyncio.create_task(self.queue.run()),
+        watches = [
+            ("/api/v1/services", self._on_svc, True),
+            ("/api/v1/pods", self._on_pod, True),
         ]
-        try:
-            await svc_ready.wait()
-            await pods_ready.wait()
-            self.synced.set()
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+        await serve(self.client, self.queue, watches, self.synced)
 
     def _on_svc(self, event: str, svc: Obj) -> None:
         namespace = svc["metadata"]["namespace"]

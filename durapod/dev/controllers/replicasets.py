@@ -30,7 +30,7 @@ from durapod.dev.controllers.client import (
     owner_reference,
     parse_time,
     selector_query,
-    watch,
+    serve,
     work_queue,
 )
 from durapod.operator.workqueue import WorkQueue
@@ -92,22 +92,11 @@ class ReplicaSetController:
         self._failures: dict[Key, str] = {}
 
     async def run(self) -> None:
-        rs_ready, pods_ready = asyncio.Event(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(
-                watch(self.client, "/apis/apps/v1/replicasets", self._on_rs, rs_ready)
-            ),
-            asyncio.create_task(watch(self.client, "/api/v1/pods", self._on_pod, pods_ready)),
-            asyncio.create_task(self.queue.run()),
+        watches = [
+            ("/apis/apps/v1/replicasets", self._on_rs, True),
+            ("/api/v1/pods", self._on_pod, True),
         ]
-        try:
-            await rs_ready.wait()
-            await pods_ready.wait()
-            self.synced.set()
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+        await serve(self.client, self.queue, watches, self.synced)
 
     def _on_rs(self, event: str, rs: Obj) -> None:
         self.queue.add((rs["metadata"]["namespace"], rs["metadata"]["name"]))
