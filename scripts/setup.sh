@@ -7,13 +7,19 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "setup: Python 3.11 or newer is needed (found $("$python" --version))" >&2; exit 1; }
 
-# PostgreSQL server binaries (Debian's postgresql); durapod dev and the tests run their own server.
-if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+# Debian packages, where missing: PostgreSQL's server binaries (durapod dev and the tests run
+# their own server), Prometheus and promtool (the metrics and alert tests), Chromium (the
+# run pages' tests, driven by Playwright without a browser download).
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing Debian's postgresql server binaries"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    echo "setup: installing Debian's ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: PostgreSQL server binaries not found; install Debian's postgresql package" >&2
+    echo "setup: missing Debian packages: ${missing[*]}; install them (apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
