@@ -1,11 +1,13 @@
-"""The Helm chart's generated files: its CRD templates and its RBAC rules.
+"""The Helm chart's generated files: its CRD templates, its RBAC rules and its dashboard.
 
 ``helm/durapod`` installs the CRDs from ``templates/crd-*.yaml`` and grants the operator and
 the API the rules in ``files/rbac.yaml``. Both are written here from the one source each
 (``durapod/resources/models.py`` through ``durapod.resources.crds``, and
 ``durapod.permissions``), by ``make chart`` (``python -m durapod.chart helm/durapod``); a test
-fails when the chart's copies drift. The CRDs are templates, not the chart's ``crds/``
-directory, so ``helm upgrade`` updates them and ``crds.enabled``/``crds.keep`` apply.
+fails when the chart's copies drift. So is the Grafana dashboard, ``files/dashboard.json``
+(from ``durapod.dashboard``), which the chart ships in a ConfigMap. The CRDs are templates,
+not the chart's ``crds/`` directory, so ``helm upgrade`` updates them and
+``crds.enabled``/``crds.keep`` apply.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 
 import yaml
 
-from durapod import permissions
+from durapod import dashboard, permissions
 from durapod.resources import crds
 
 GENERATED = "Generated from {source} by `make chart`. Do not edit."
 RBAC_FILE = "files/rbac.yaml"
+DASHBOARD_FILE = "files/dashboard.json"
 
 _CRD_TEMPLATE = """\
 {{{{- /* {header} */}}}}
@@ -96,6 +99,7 @@ def files() -> dict[str, str]:
     """Every generated file of the chart: path relative to the chart, and its content."""
     out = {f"templates/crd-{m['metadata']['name']}.yaml": crd_template(m) for m in crds.all_crds()}
     out[RBAC_FILE] = rbac_file()
+    out[DASHBOARD_FILE] = dashboard.json_text()
     return out
 
 

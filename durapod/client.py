@@ -143,6 +143,11 @@ class _Calls:
     def queues(self, namespace: str | None) -> Call:
         return Call("GET", f"{self._base(namespace)}/queues")
 
+    def logs(self, name: str, namespace: str | None, **options: Any) -> Call:
+        return Call(
+            "GET", f"{self._base(namespace)}/runs/{name}/logs", params=_options(**options) or None
+        )
+
     def act(self, name: str, action: str, namespace: str | None) -> Call:
         return Call("POST", f"{self._base(namespace)}/runs/{name}/{action}")
 
@@ -156,6 +161,12 @@ def _page(body: Any) -> dict[str, Any]:
 def _queues(body: Any) -> list[dict[str, Any]]:
     """The queues of a ``/queues`` answer."""
     return list(body["queues"])
+
+
+def _logs(body: Any) -> dict[str, Any]:
+    """A run's logs: ``name``, ``phase``, ``message`` and ``pods`` (each with its log)."""
+    logs: dict[str, Any] = body
+    return logs
 
 
 def _settings(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
@@ -254,6 +265,19 @@ class Client(_Base[httpx.Client]):
         """Each queue: limits, runs holding a slot, runs waiting."""
         return _queues(self._send(self._calls.queues(namespace)))
 
+    def logs(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        attempt: int | None = None,
+        tail: int | None = None,
+    ) -> dict[str, Any]:
+        """The run's phase and each of its pods (in order) with its log: ``pods`` items
+        carry ``pod``, ``attempt``, ``outcome``, ``reason``, ``log`` (None when gone) and
+        ``note`` (why there is no log). ``attempt``: only its pods; ``tail``: last lines."""
+        return _logs(self._send(self._calls.logs(name, namespace, attempt=attempt, tail=tail)))
+
     def cancel(self, name: str, *, namespace: str | None = None) -> Run:
         return Run.of(self._send(self._calls.act(name, "cancel", namespace)))
 
@@ -317,6 +341,18 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     async def queues(self, *, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
         """Each queue: limits, runs holding a slot, runs waiting."""
         return _queues(await self._send(self._calls.queues(namespace)))
+
+    async def logs(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        attempt: int | None = None,
+        tail: int | None = None,
+    ) -> dict[str, Any]:
+        """As :meth:`Client.logs`."""
+        call = self._calls.logs(name, namespace, attempt=attempt, tail=tail)
+        return _logs(await self._send(call))
 
     async def cancel(self, name: str, *, namespace: str | None = None) -> Run:
         return Run.of(await self._send(self._calls.act(name, "cancel", namespace)))

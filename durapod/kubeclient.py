@@ -60,9 +60,12 @@ class Resources:
         spec: Obj,
         labels: dict[str, str] | None = None,
         owner: Obj | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> tuple[Obj, bool]:
         """Create the TaskRun, or find the one a retried call made: (run, created now)."""
         metadata: Obj = {"name": name, "namespace": namespace, "labels": labels or {}}
+        if annotations:
+            metadata["annotations"] = annotations
         if owner is not None:
             metadata["ownerReferences"] = [
                 {

@@ -81,8 +81,8 @@ OPERATOR: tuple[Rule, ...] = (
     ),
 )
 
-#: The HTTP API: it creates and reads runs for its callers, long-polls their end,
-#: reads webhook Secrets and checks callers' ServiceAccount tokens.
+#: The HTTP API: it creates and reads runs for its callers, long-polls their end, reads
+#: their pods' logs and webhook Secrets, and checks callers' ServiceAccount tokens.
 API: tuple[Rule, ...] = (
     Rule(
         (GROUP,),
@@ -98,6 +98,7 @@ API: tuple[Rule, ...] = (
         ("get",),
         "a webhook's signing Secret, in the namespace of its TaskDefinition",
     ),
+    Rule(("",), ("pods/log",), ("get",), "`durapod runs logs` reads the logs of a run's pods"),
     Rule(
         ("authentication.k8s.io",),
         ("tokenreviews",),

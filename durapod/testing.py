@@ -46,9 +46,13 @@ class MemoryJournal:
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: list[dict[str, Any]] = field(default_factory=list)
     die_after: str | None = None
+    #: How long each step ran, as the runner measured it (what the API's metrics get).
+    durations: dict[str, float] = field(default_factory=dict)
 
-    def record(self, step: str, seq: int, output: bytes) -> None:
+    def record(self, step: str, seq: int, output: bytes, duration: float | None = None) -> None:
         self.checkpoints.setdefault(step, {"step": step, "seq": seq, "output": json.loads(output)})
+        if duration is not None:
+            self.durations[step] = duration
         if step == self.die_after:
             raise _PodDied(step)
 

@@ -265,6 +265,18 @@ class DevProcess:
         )
         return dict(pairs)
 
+    def durapod(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The ``durapod`` command (``runs get``, ``trigger``, ...) as a user runs it
+        after ``source .durapod/env``."""
+        return subprocess.run(
+            [str(BIN / "durapod"), *args],
+            env={**os.environ, **self.env(), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)
         code = self.process.wait(60)

@@ -181,6 +181,7 @@ CHANGES: dict[str, Any] = {
     "postgres.bundled.resources": {"requests": {"cpu": "1"}},
     "operator.apiURL": "http://durapod.example",
     "operator.healthPort": 9000,
+    "operator.metricsPort": 9100,
     "operator.workers": 4,
     "operator.resyncSeconds": 30,
     "api.port": 9090,
@@ -207,6 +208,15 @@ CHANGES: dict[str, Any] = {
     "metrics.serviceMonitor.labels": {"release": "prometheus"},
     "metrics.prometheusRule.enabled": True,
     "metrics.prometheusRule.labels": {"release": "prometheus"},
+    "metrics.prometheusRule.failingRunsRatio": 0.2,
+    "metrics.prometheusRule.queueBacklogMinutes": 30,
+    "metrics.prometheusRule.startLatencyP95Seconds": 60,
+    "metrics.prometheusRule.checkpointWriteP99Seconds": 0.5,
+    "metrics.prometheusRule.reconcileErrorsRatio": 0.05,
+    "metrics.prometheusRule.downMinutes": 10,
+    "metrics.dashboard.enabled": True,
+    "metrics.dashboard.labels": {"team": "platform"},
+    "metrics.dashboard.annotations": {"grafana_folder": "durapod"},
 }
 for _component in ("operator", "api"):
     CHANGES |= {
@@ -255,6 +265,7 @@ ENABLE: dict[str, dict[str, Any]] = {
     "resourceQuota.": {"resourceQuota": {"enabled": True}},
     "metrics.serviceMonitor.": {"metrics": {"serviceMonitor": {"enabled": True}}},
     "metrics.prometheusRule.": {"metrics": {"prometheusRule": {"enabled": True}}},
+    "metrics.dashboard.": {"metrics": {"dashboard": {"enabled": True}}},
 }
 
 
@@ -493,6 +504,18 @@ def test_probes_are_on_the_processes_real_health_endpoints() -> None:
     assert operator["command"] == ["python", "-m", "durapod.operator"]
 
 
+def test_the_operator_serves_metrics_on_its_port_behind_a_service() -> None:
+    docs = render(EXTERNAL, {"operator": {"metricsPort": 9300}})
+    assert env(docs, OPERATOR)["DURAPOD_OPERATOR_METRICS_ADDR"] == "0.0.0.0:9300"
+    ports = container(docs, OPERATOR)["ports"]
+    assert {"name": "metrics", "containerPort": 9300, "protocol": "TCP"} in ports
+    service = one(docs, "Service", OPERATOR)["spec"]
+    assert service["ports"] == [
+        {"name": "metrics", "port": 9300, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["selector"]["app.kubernetes.io/component"] == "operator"
+
+
 def test_graceful_termination_outlasts_the_longest_request_in_flight() -> None:
     docs = render(EXTERNAL)
     api = one(docs, "Deployment", API)["spec"]["template"]["spec"]
@@ -590,7 +613,7 @@ def test_the_api_accepts_task_pods_its_namespace_and_allowed_namespaces_only() -
     assert own_namespace == {"podSelector": {}}
     assert allowed["namespaceSelector"]["matchExpressions"][0]["values"] == ["shop"]
     assert one(docs, "NetworkPolicy", OPERATOR)["spec"]["ingress"] == [
-        {"ports": [{"port": "health", "protocol": "TCP"}]}
+        {"ports": [{"port": "health", "protocol": "TCP"}, {"port": "metrics", "protocol": "TCP"}]}
     ]
     scoped = render(EXTERNAL, {"watchNamespaces": ["team-a"]})
     selector = _api_sources(scoped)[0]["namespaceSelector"]["matchExpressions"][0]
@@ -653,10 +676,36 @@ def test_service_monitor_and_prometheus_rule_only_when_enabled() -> None:
     )
     monitor = one(docs, "ServiceMonitor", "durapod")
     assert monitor["metadata"]["labels"]["release"] == "kps"
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
-    labels = monitor["spec"]["selector"]["matchLabels"]
-    assert labels["app.kubernetes.io/component"] == "api"
+    # Each endpoint is a port only one of the two Services has: every pod scraped once.
+    endpoints = {e["port"]: e["path"] for e in monitor["spec"]["endpoints"]}
+    assert endpoints == {"metrics": "/metrics", "http": "/metrics"}
+    # durapod's `namespace` label (the runs') is kept, not renamed exported_namespace.
+    assert all(e["honorLabels"] is True for e in monitor["spec"]["endpoints"])
+    selector = monitor["spec"]["selector"]
+    assert selector["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["operator", "api"]}
+    ]
+    selected = [
+        s["metadata"]["name"]
+        for s in find(docs, "Service")
+        if selector["matchLabels"].items() <= s["metadata"]["labels"].items()
+        and s["metadata"]["labels"]["app.kubernetes.io/component"] in ("operator", "api")
+    ]
+    assert sorted(selected) == [API, OPERATOR]
+    ports = {s: {p["name"] for p in one(docs, "Service", s)["spec"]["ports"]} for s in selected}
+    assert ports == {API: {"http"}, OPERATOR: {"metrics"}}
     assert one(docs, "PrometheusRule", "durapod")["spec"]["groups"][0]["rules"]
+
+
+def test_the_dashboard_is_a_configmap_for_grafanas_sidecar_only_when_enabled() -> None:
+    assert not find(render(EXTERNAL), "ConfigMap")
+    values = {"metrics": {"dashboard": {"enabled": True, "annotations": {"grafana_folder": "x"}}}}
+    configmap = one(render(EXTERNAL, values), "ConfigMap", "durapod-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "x"}
+    shipped = json.loads(configmap["data"]["durapod.json"])
+    assert shipped == json.loads((CHART / chart.DASHBOARD_FILE).read_text())
+    assert shipped["uid"] == "durapod" and shipped["panels"]
 
 
 # -- NOTES --------------------------------------------------------------------------------

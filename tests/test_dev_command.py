@@ -55,6 +55,8 @@ def test_demo_succeeds_then_sigint_leaves_no_process(open_tmp: Path) -> None:
         "DURAPOD_API_URLS",
         "DURAPOD_TOKEN",
         "DATABASE_URL",
+        "DURAPOD_API_METRICS_URL",
+        "DURAPOD_OPERATOR_METRICS_URL",
     }
     assert dev.process.poll() is None  # still serving
     postmaster = _postmaster(env["DATABASE_URL"])

@@ -17,9 +17,9 @@ from durapod.testing import MemoryJournal
 class SignalledJournal(MemoryJournal):
     """Receives SIGTERM in the middle of writing a checkpoint."""
 
-    def record(self, step: str, seq: int, output: bytes) -> None:
+    def record(self, step: str, seq: int, output: bytes, duration: float | None = None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
-        super().record(step, seq, output)
+        super().record(step, seq, output, duration)
 
 
 @pytest.fixture(autouse=True)

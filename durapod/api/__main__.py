@@ -9,6 +9,7 @@ import sys
 
 import uvicorn
 
+from durapod import logs
 from durapod.api.app import create_app
 from durapod.api.settings import Settings
 
@@ -32,11 +33,13 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
+    logs.setup("api")
     config = uvicorn.Config(
         create_app(Settings.from_env()),
         host=args.host,
         port=args.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go to the root logger: JSON lines like ours
         access_log=False,
         loop="uvloop",
         http="httptools",

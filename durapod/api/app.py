@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from durapod import __version__, store
-from durapod.api import runner_routes, runs_routes, webhooks
+from durapod import __version__, store, tracing
+from durapod.api import logs_routes, metrics, pages, runner_routes, runs_routes, webhooks
 from durapod.api.auth import Authenticator
 from durapod.api.database import Database, down
 from durapod.api.kube import Kube
@@ -102,9 +102,15 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     app.include_router(runs_routes.router)
+    app.include_router(logs_routes.router)
     app.include_router(webhooks.router)
+    app.include_router(pages.router)  # HTML: /runs, /runs/{namespace}/{name}, /signin
     app.add_route("/healthz", healthz, include_in_schema=False)
     app.add_route("/readyz", readyz, include_in_schema=False)
+    app.add_route("/metrics", metrics.endpoint, include_in_schema=False)
+    app.add_middleware(metrics.RequestMetrics)
+    if tracing.setup("durapod-api"):  # OTEL_* configure it: a caller's trace goes on in its runs
+        app.add_middleware(tracing.IncomingContext)
     for path, endpoint, method in (
         ("/context", runner_routes.context, "GET"),
         ("/checkpoints", runner_routes.record_checkpoint, "POST"),

@@ -1,5 +1,6 @@
 """The API's Kubernetes calls: it writes TaskRuns (one record, two doors: whatever the
-HTTP API creates, ``kubectl get tr`` shows), reads webhook Secrets and reviews tokens."""
+HTTP API creates, ``kubectl get tr`` shows), reads webhook Secrets, reviews tokens
+and reads run pods' logs."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 import base64
 from typing import Any, cast
 
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.core_v1 import Secret
 
 from durapod import auth
-from durapod.kubeclient import Resources, TaskRunResource
+from durapod.kubeclient import Resources, TaskRunResource, code
 from durapod.resources.models import Phase
 
 Obj = dict[str, Any]
@@ -22,11 +24,40 @@ def _finished(run: Obj) -> bool:
     return phase is not None and Phase(phase).finished
 
 
+class LogUnavailable(Exception):
+    """The API server has the pod but no log to give (its container has not started)."""
+
+
 class Kube(Resources):
-    """The shared calls, plus long-polls, Secrets and TokenReview."""
+    """The shared calls, plus long-polls, Secrets, TokenReview and pods' logs."""
+
+    async def pod_log(self, namespace: str, name: str, tail_lines: int) -> str | None:
+        """The last ``tail_lines`` lines of the pod's log; None when there is no such pod.
+
+        Raises:
+            LogUnavailable: the pod has no log yet (400: its container is waiting).
+        """
+        try:
+            lines = [
+                line
+                async for line in self.client.log(name, namespace=namespace, tail_lines=tail_lines)
+            ]
+        except ApiError as exc:
+            if code(exc) == 404:
+                return None
+            if code(exc) == 400:
+                raise LogUnavailable(exc.status.message or str(exc)) from exc
+            raise
+        return "".join(lines)
 
     async def create_child(
-        self, namespace: str, name: str, task: str, payload: Any, parent: dict[str, str]
+        self,
+        namespace: str,
+        name: str,
+        task: str,
+        payload: Any,
+        parent: dict[str, str],
+        annotations: dict[str, str] | None = None,
     ) -> tuple[Obj, bool]:
         """The child run, or the one a retried call made: (run, created now)."""
         return await self.create_taskrun(
@@ -34,6 +65,7 @@ class Kube(Resources):
             name,
             {"task": task, "payload": payload, "parent": parent},
             labels={"durapod.io/parent": parent["name"]},
+            annotations=annotations,
         )
 
     async def wait_finished(self, namespace: str, name: str, seconds: float) -> Obj | None:

@@ -26,11 +26,12 @@ CACHE_SIZE = 10_000
 
 @dataclass(frozen=True)
 class Caller:
-    """The pod behind a token: its run's id and namespace, and its index in the run."""
+    """The pod behind a token: its run's id, namespace and task, and its index in the run."""
 
     run_id: UUID
     namespace: str
     pod: int
+    task: str
 
 
 class PodTokens:
@@ -55,7 +56,7 @@ class PodTokens:
             namespace, pod_name = bound
             owner = await pods.owner(await self._db.pool(), namespace, pod_name)
             if owner is not None:
-                found = Caller(owner[0], namespace, owner[1])
+                found = Caller(owner[0], namespace, owner[1], owner[2])
         if len(self._known) >= CACHE_SIZE:
             self._known = {k: v for k, v in self._known.items() if v[0] > now}
             if len(self._known) >= CACHE_SIZE:

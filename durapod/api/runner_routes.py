@@ -8,7 +8,10 @@ the database down they answer 503 with ``Retry-After``, which the runner honours
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +20,8 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from durapod import store
+from durapod import logs, store, traceparent, tracing
+from durapod.api import metrics
 from durapod.api.database import Database
 from durapod.api.pod_tokens import Caller, PodTokens
 from durapod.api.problems import Problem
@@ -28,6 +32,21 @@ from durapod.store import checkpoints, pods, runs
 #: No checkpoint may exceed the largest limit a TaskDefinition can set.
 HARD_CHECKPOINT_LIMIT = 16 * 1024 * 1024
 _NO_CONTENT = Response(status_code=204)
+log = logging.getLogger("durapod.api.runner")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _logged(endpoint: Endpoint) -> Endpoint:
+    """Records logged while the endpoint runs carry the run id its URL names (and the
+    trace id of the runner's span, when it traces)."""
+
+    @functools.wraps(endpoint)
+    async def bound(request: Request) -> Response:
+        trace_id = logs.trace_id(request.headers.get("traceparent"))
+        with logs.bind(run_id=request.path_params.get("run_id"), trace_id=trace_id):
+            return await endpoint(request)
+
+    return bound
 
 
 async def _pool(request: Request) -> store.Pool:
@@ -81,6 +100,16 @@ def _run_exists(run_id: UUID) -> Iterator[None]:
         raise Problem(410, "Gone", f"run {run_id} no longer exists") from exc
 
 
+@contextlib.contextmanager
+def _written(caller: Caller, size: int) -> Iterator[None]:
+    """A checkpoint or state write: its latency and size are observed once it is done."""
+    started = time.perf_counter()
+    with _run_exists(caller.run_id):
+        yield
+    metrics.checkpoint_written(caller.namespace, caller.task, size, time.perf_counter() - started)
+
+
+@_logged
 async def context(request: Request) -> Response:
     """What a new pod starts from: payload, attempt, checkpoint limit, every checkpoint."""
     caller = await _authorised_run(request)
@@ -109,9 +138,10 @@ async def context(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+@_logged
 async def record_checkpoint(request: Request) -> Response:
     """A completed step: ``{"step", "seq", "output"}``. Writing it again changes nothing."""
-    run_id = (await _authorised_run(request)).run_id
+    caller = await _authorised_run(request)
     body = await _json_body(request)
     step, seq = _field(body, "step", str), _field(body, "seq", int)
     if not step or seq < 0 or "output" not in body:
@@ -119,23 +149,27 @@ async def record_checkpoint(request: Request) -> Response:
     output = orjson.dumps(body["output"])
     if len(output) > HARD_CHECKPOINT_LIMIT:
         raise Problem(413, "Content Too Large", f"step {step!r} output is {len(output)} bytes")
-    with _run_exists(run_id):
-        await checkpoints.record(await _pool(request), run_id, step, seq, output)
+    with _written(caller, len(output)):
+        await checkpoints.record(await _pool(request), caller.run_id, step, seq, output)
+    metrics.step_measured(caller.namespace, caller.task, body.get("duration"))
     return _NO_CONTENT
 
 
+@_logged
 async def save_state(request: Request) -> Response:
     """``ctx.checkpoint(state)``: ``{"seq", "state"}``; a stale write never wins."""
-    run_id = (await _authorised_run(request)).run_id
+    caller = await _authorised_run(request)
     body = await _json_body(request)
     seq = _field(body, "seq", int)
     if "state" not in body:
         raise Problem(400, "Bad Request", "missing 'state'")
-    with _run_exists(run_id):
-        await checkpoints.save_state(await _pool(request), run_id, seq, orjson.dumps(body["state"]))
+    state = orjson.dumps(body["state"])
+    with _written(caller, len(state)):
+        await checkpoints.save_state(await _pool(request), caller.run_id, seq, state)
     return _NO_CONTENT
 
 
+@_logged
 async def trigger_child(request: Request) -> Response:
     """Start a child run named by the runner (so a retried call finds the same child)."""
     caller = await _authorised_run(request)
@@ -145,17 +179,29 @@ async def trigger_child(request: Request) -> Response:
     run = await runs.get(await _pool(request), run_id)  # the database before the cluster
     if run is None or run.namespace != namespace:
         raise Problem(403, "Forbidden", f"this token may not access run {run_id}")
-    child, now = await request.app.state.kube.create_child(
-        namespace, name, task, body.get("payload") or {}, {"name": run.name, "uid": str(run.id)}
-    )
+    # The child joins the parent's trace: under the runner's span, else its attempt's.
+    root = traceparent.parse(run.traceparent)
+    attempt = traceparent.attempt(root, run.id, caller.pod) if root else None
+    with tracing.root("child", namespace, task, parent=attempt) as child_root:
+        child, now = await request.app.state.kube.create_child(
+            namespace,
+            name,
+            task,
+            body.get("payload") or {},
+            {"name": run.name, "uid": str(run.id)},
+            annotations=child_root.annotations,
+        )
+        child_root.keep(child, now)
     if (child["spec"].get("parent") or {}).get("uid") != str(run.id):
         raise Problem(409, "Conflict", f"a TaskRun {name!r} exists and is not this run's child")
     await create_record(request.app.state.db, child, now)
+    metrics.triggered(namespace, task, "child", created=now)
     return Response(
         orjson.dumps({"name": child["metadata"]["name"]}), media_type="application/json"
     )
 
 
+@_logged
 async def outcome(request: Request) -> Response:
     """A pod's report: ``{"pod", "output"}``, ``{"pod", "error"}`` or ``{"pod", "suspend"}``."""
     caller = await _authorised_run(request)
@@ -175,4 +221,6 @@ async def outcome(request: Request) -> Response:
         raise Problem(400, "Bad Request", "suspend must carry until or child")
     if not await pods.report(await _pool(request), run_id, pod, kind, value):
         raise Problem(409, "Conflict", f"pod {pod} of run {run_id} is unknown or has ended")
+    error_type = value.get("type") if kind == "error" else None
+    log.info("pod %d reported %s", pod, kind, extra={"pod": pod, "error_type": error_type})
     return _NO_CONTENT

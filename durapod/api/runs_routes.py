@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from durapod.api import metrics
 from durapod.api.auth import Principal
 from durapod.api.database import Database
 from durapod.api.models import (
@@ -242,10 +243,11 @@ async def replay_run(
         for k, v in original["spec"].items()
         if k in ("task", "payload", "tags", "priority", "concurrencyKey", "ttl")
     }
-    created, now = await request.app.state.kube.create_taskrun(
-        namespace, new_name(spec["task"]), spec, labels={"durapod.io/replay-of": name}
+    created, now = await _triggers(request).create(
+        namespace, new_name(spec["task"]), spec, "replay", labels={"durapod.io/replay-of": name}
     )
     run = ref(created, record=await create_record(_db(request), created, now))
+    metrics.triggered(namespace, spec["task"], "replay", created=now)
     _location(response, run)
     return run
 

@@ -18,7 +18,8 @@ from uuid import UUID
 
 import jsonschema
 
-from durapod import store
+from durapod import store, traceparent, tracing
+from durapod.api import metrics
 from durapod.api.database import Database
 from durapod.api.models import RunRef, TriggerRequest
 from durapod.api.problems import Problem
@@ -78,6 +79,7 @@ async def create_record(db: Database, run: Obj, created_now: bool) -> runs.Run |
             payload=spec.get("payload") or {},
             tags=spec.get("tags") or [],
             created_at=None if created_now else _timestamp(meta.get("creationTimestamp")),
+            traceparent=traceparent.annotated(meta),
         )
         return record
     except store.UNAVAILABLE as exc:
@@ -130,14 +132,32 @@ class Triggers:
             namespace, task, request.idempotency_key, name, ttl, request.spec(task)
         )
 
+    async def create(
+        self,
+        namespace: str,
+        name: str,
+        spec: Obj,
+        source: str,
+        labels: dict[str, str] | None = None,
+    ) -> tuple[Obj, bool]:
+        """Create the TaskRun (or find the one a retried call made): the run's trace starts
+        here, under the caller's trace if the request carried one."""
+        with tracing.root(source, namespace, spec["task"]) as root:
+            run, now = await self.kube.create_taskrun(
+                namespace, name, spec, labels=labels, annotations=root.annotations
+            )
+            root.keep(run, now)
+        return run, now
+
     async def _materialise(
-        self, namespace: str, name: str, spec: Obj, claim: idempotency.Claim | None
+        self, namespace: str, name: str, spec: Obj, claim: idempotency.Claim | None, source: str
     ) -> RunRef:
         if claim is not None and not claim.ours:
             # The key's run: create it from the stored spec if its trigger died before.
             run = await self.kube.get_taskrun(namespace, claim.run_name)
             if run is None and claim.spec is not None:
-                run, now = await self.kube.create_taskrun(namespace, claim.run_name, claim.spec)
+                run, now = await self.create(namespace, claim.run_name, claim.spec, source)
+                metrics.triggered(namespace, spec["task"], source, created=now)
                 return ref(run, True, await create_record(self.db, run, now))
             if run is None:
                 raise Problem(
@@ -146,10 +166,14 @@ class Triggers:
                     f"the idempotency key belongs to run {claim.run_name}, which no longer exists",
                 )
             return ref(run, duplicate=True)
-        run, now = await self.kube.create_taskrun(namespace, name, spec)
+        run, now = await self.create(namespace, name, spec, source)
+        metrics.triggered(namespace, spec["task"], source, created=now)
         return ref(run, record=await create_record(self.db, run, now))
 
-    async def trigger(self, namespace: str, task: str, request: TriggerRequest) -> RunRef:
+    async def trigger(
+        self, namespace: str, task: str, request: TriggerRequest, source: str = "http"
+    ) -> RunRef:
+        """Trigger a run; ``source`` (http, webhook) labels the count of runs created."""
         self.check(await self.definition(namespace, task), task, request)
         name = new_name(task)
         key = self._key_request(namespace, task, request, name)
@@ -159,7 +183,7 @@ class Triggers:
         else:
             claim = None
             await self.db.ping()
-        return await self._materialise(namespace, name, request.spec(task), claim)
+        return await self._materialise(namespace, name, request.spec(task), claim, source)
 
     async def batch(self, namespace: str, items: list[tuple[str, TriggerRequest]]) -> list[RunRef]:
         """Check all, claim every key in one transaction, then create the runs."""
@@ -186,6 +210,7 @@ class Triggers:
         async def one(i: int) -> RunRef:
             async with limit:
                 task, request = items[i]
-                return await self._materialise(namespace, names[i], request.spec(task), claims[i])
+                spec = request.spec(task)
+                return await self._materialise(namespace, names[i], spec, claims[i], "batch")
 
         return list(await asyncio.gather(*(one(i) for i in range(len(items)))))

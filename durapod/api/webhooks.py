@@ -138,7 +138,7 @@ async def receive(
         idempotency_key=f"webhook:{provider}:{delivery.id}"[:255],
         tags=[f"webhook:{provider}"],
     )
-    run: RunRef = await request.app.state.triggers.trigger(namespace, task, trigger)
+    run: RunRef = await request.app.state.triggers.trigger(namespace, task, trigger, "webhook")
     if run.duplicate:
         response.status_code = 200
     return run

@@ -127,7 +127,10 @@ async def _serve(stack: Stack, demo: bool) -> int:
             f"[bold green]durapod dev is ready[/] (state in {stack.home})\n"
             f"  source {stack.home / 'env'}\n"
             f"  kubectl get taskruns        # the API server is {stack.kube_url}\n"
-            f"  curl $DURAPOD_API_URL/healthz   # the durapod API is {stack.api_url}"
+            f"  curl $DURAPOD_API_URL/healthz   # the durapod API is {stack.api_url}\n"
+            f"  curl $DURAPOD_API_METRICS_URL   # Prometheus metrics: {stack.api_url}/metrics\n"
+            f"  curl $DURAPOD_OPERATOR_METRICS_URL   # the operator's: "
+            f"{stack.operator_metrics_url}"
         )
         if stack.install:
             console.print(

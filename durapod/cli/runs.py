@@ -7,15 +7,15 @@ Reads ``DURAPOD_API_URL`` and ``DURAPOD_TOKEN`` (``source .durapod/env`` after
 from __future__ import annotations
 
 import json
-import subprocess
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from durapod.cli.tools import kubectl_path
+from durapod.cli import showing
 from durapod.client import ApiError, Client, Run
 
 runs_app = typer.Typer(help="List, inspect, cancel and replay runs.", no_args_is_help=True)
@@ -50,18 +50,26 @@ def _show(run: Run, output: Output) -> None:
         return
     table = Table(show_header=False, box=None)
     for key, value in run.raw.items():
-        if key in ("attempts", "checkpoints") or value in (None, [], {}):
+        if key in ("attempts", "checkpoints", "error") or value in (None, [], {}):
             continue
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        table.add_row(key, Text(value if isinstance(value, str) else json.dumps(value)))
     console.print(table)
+    if run.error:
+        # As text, lines and all: a traceback read as Python printed it.
+        console.print("error", style="bold red")
+        typer.echo("".join(f"  {line}\n" for line in showing.error_lines(run.error)), nl=False)
+    attempts = [
+        {**row, "error": showing.error_summary(row.get("error"))}
+        for row in run.raw.get("attempts") or []
+    ]
     for title, rows, cols in (
-        ("attempts", run.raw.get("attempts") or [], ("pod", "attempt", "machine", "outcome")),
+        ("attempts", attempts, ("pod", "attempt", "machine", "outcome", "error")),
         ("checkpoints", run.raw.get("checkpoints") or [], ("step", "seq", "createdAt")),
     ):
         if rows:
             sub = Table(*cols, title=title, title_justify="left")
             for row in rows:
-                sub.add_row(*(str(row.get(c, "")) for c in cols))
+                sub.add_row(*(Text(str(row.get(c) or "")) for c in cols))
             console.print(sub)
 
 
@@ -154,19 +162,24 @@ def replay_run(
 def run_logs(
     name: str,
     namespace: Namespace = "default",
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    attempt: Annotated[int | None, typer.Option(help="Only this attempt's pods.", min=1)] = None,
+    tail: Annotated[
+        int | None, typer.Option(help="The last lines of each pod's log.", min=1)
+    ] = None,
+    output: OutputOption = Output.TABLE,
 ) -> None:
-    """The log of the run's current pod (through kubectl)."""
+    """Every pod's log of the run, in order (one pod per attempt or resume), each under a
+    header: the pod, its attempt, how it ended. A run without a pod now (Waiting, say)
+    shows its earlier pods and says so."""
     with _client(namespace) as client:
         try:
-            run = client.get(name)
+            found = client.logs(name, attempt=attempt, tail=tail)
         except ApiError as exc:
             raise _fail(exc) from exc
-    pods: list[dict[str, Any]] = run.raw.get("attempts") or []
-    if not pods:
-        raise typer.BadParameter(f"run {name} has had no pod yet")
-    args = [kubectl_path(), "logs", "-n", namespace, pods[-1]["pod"], *(["-f"] if follow else [])]
-    raise typer.Exit(subprocess.run(args, check=False).returncode)
+    if output == Output.JSON:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    typer.echo(showing.logs_text(found), nl=False)
 
 
 def queues(namespace: Namespace = "default", output: OutputOption = Output.TABLE) -> None:

@@ -72,6 +72,8 @@ class Stack:
     cluster_url: str = field(init=False, default="")
     api_url: str = field(init=False, default="")
     api_urls: list[str] = field(init=False, default_factory=list)
+    #: The first operator's Prometheus metrics (``DURAPOD_OPERATOR_METRICS_URL``).
+    operator_metrics_url: str = field(init=False, default="")
     database_url: str = field(init=False, default="")
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     #: How often each component was restarted after dying.
@@ -178,6 +180,8 @@ class Stack:
         for replica in range(1, self.operators + 1):
             name = "operator" if self.operators == 1 else f"operator-{replica}"
             health[name] = f"http://127.0.0.1:{free_port()}/healthz"
+            metrics = f"127.0.0.1:{free_port()}"  # each its own: replicas share the host
+            self.operator_metrics_url = self.operator_metrics_url or f"http://{metrics}/metrics"
             self._spawn(
                 name,
                 [sys.executable, "-m", "durapod.operator"],
@@ -185,6 +189,7 @@ class Stack:
                     **env,
                     "KUBECONFIG": str(kubeconfigs["operator"]),
                     "DURAPOD_OPERATOR_HEALTH_URL": health[name],
+                    "DURAPOD_OPERATOR_METRICS_ADDR": metrics,
                 },
                 logs,
             )
@@ -202,12 +207,15 @@ class Stack:
             f"export DURAPOD_API_URLS={','.join(self.api_urls)}\n"
             f"export DURAPOD_TOKEN={self.api_token}\n"
             f"export DATABASE_URL={self.database_url}\n"
+            f"export DURAPOD_API_METRICS_URL={self.api_url}/metrics\n"
+            f"export DURAPOD_OPERATOR_METRICS_URL={self.operator_metrics_url}\n"
         )
 
     async def _install_chart(self, chart: Path) -> None:
         """``helm install`` of ``chart`` with this machine's values (``dev-values.yaml``),
         waiting for its Deployments; then the API's Service is served on this machine's
-        loopback (``DURAPOD_API_URL``) and its generated token is ``DURAPOD_TOKEN``."""
+        loopback (``DURAPOD_API_URL``) and its generated token is ``DURAPOD_TOKEN``; so is
+        the operator's metrics port (``DURAPOD_OPERATOR_METRICS_URL``)."""
         assert self._postgres is not None and self.kubelet is not None
         namespaces = self.cluster.registry.find("", "v1", "namespaces")
         secrets_type = self.cluster.registry.find("", "v1", "secrets")
@@ -250,6 +258,12 @@ class Stack:
         local = await network.expose(namespace, "durapod-api", port)
         self.api_urls = [f"http://127.0.0.1:{local}"]
         self.api_url = self.api_urls[0]
+        # The operator's metrics Service: with several replicas, one of them answers.
+        operator = self.cluster.storage.get(services.key, namespace, "durapod-operator")
+        assert operator is not None, "the chart made no operator Service"
+        port = next(p["port"] for p in operator["spec"]["ports"] if p["name"] == "metrics")
+        local = await network.expose(namespace, "durapod-operator", port)
+        self.operator_metrics_url = f"http://127.0.0.1:{local}/metrics"
         self._write_env()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:

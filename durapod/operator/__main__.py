@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import kopf
 
+from durapod import logs, tracing
 from durapod.operator import handlers
 from durapod.operator.settings import watch_namespaces
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # kopf.run configures no logging (only its CLI does): its records, with the object
+    # each is about (``extra``), come out through this, as JSON lines like ours.
+    logs.setup("operator")
+    tracing.setup("durapod-operator")  # only if OTEL_* configure an OTLP endpoint
     assert handlers  # registering the handlers is importing them
     namespaces = watch_namespaces()
     # Readiness and liveness: kopf answers GET on this URL once it is up.

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from durapod import store
+from durapod.operator import metrics
 from durapod.operator.background import spawn
 from durapod.operator.kube import Kube
 from durapod.operator.listening import listen_for_checkpoints
@@ -42,6 +43,8 @@ SWEEP_EVERY = 10
 SWEEP_MARGIN = timedelta(minutes=1)
 #: How long a removed record is kept before it is purged.
 PURGE_AFTER = timedelta(hours=1)
+#: ``host:port`` the metrics are served on (``""`` or ``off``: not served).
+METRICS_ADDR = "DURAPOD_OPERATOR_METRICS_ADDR"
 
 
 class Operator:
@@ -59,6 +62,12 @@ class Operator:
 
     async def _handle(self, key: Key) -> None:
         await self.ready.wait()  # migrated: the database answers
+        kind = key[0]
+        errors = metrics.RECONCILE_ERRORS.labels(kind)
+        with errors.count_exceptions(), metrics.RECONCILE_DURATION.labels(kind).time():
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> None:
         kind, namespace, name = key
         if kind == "run":
             await self.reconciler.reconcile(namespace, name)
@@ -91,6 +100,7 @@ class Operator:
         walk stands alone: one that fails (the database away, a list timing out) leaves
         the others to do their part."""
         self._resyncs += 1
+        metrics.RESYNCS.inc()
         for walk in (self._walk_runs, self._walk_queues, self._walk_schedules, self._sweep):
             try:
                 await walk()
@@ -165,7 +175,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.pool = await store.open_pool(config.database_url)
     operator = memo.operator = Operator(config, memo.pool, Kube())
     operator.queue.start()
+    metrics.WORKQUEUE_DEPTH.set_function(lambda: operator.queue.depth)
+    metrics.serve(os.environ.get(METRICS_ADDR, metrics.DEFAULT_ADDRESS))
     memo.tasks = [
+        spawn(metrics.refresh_forever(memo.pool, operator.ready), "metrics"),
         spawn(_migrate_or_exit(config.database_url, operator.ready), "migrations"),
         spawn(listen_for_checkpoints(config.database_url, operator.reconciler), "listener"),
         spawn(operator.resync_forever(), "resync"),

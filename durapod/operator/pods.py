@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from typing import Any
 
 from durapod import auth
+from durapod import traceparent as tracecontext
 from durapod.operator.settings import Settings
 from durapod.resources.machines import PRESETS
 from durapod.resources.models import API_VERSION, Machine, TaskDefinitionSpec
@@ -56,8 +58,10 @@ def build(
     machine: str,
     remaining_seconds: float | None,
     settings: Settings,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
-    """The pod of one attempt; ``remaining_seconds`` of maxDuration become its deadline."""
+    """The pod of one attempt; ``remaining_seconds`` of maxDuration become its deadline;
+    with tracing on, the operator's ``OTEL_*`` and ``traceparent`` (its attempt span)."""
     meta = run["metadata"]
     cpu, memory = PRESETS[Machine(machine)]
     resources: dict[str, Any] = {
@@ -78,6 +82,8 @@ def build(
         {"name": "DURAPOD_ATTEMPT", "value": str(attempt)},
         {"name": "DURAPOD_POD_INDEX", "value": str(index)},
     ]
+    task = run["spec"]["task"]
+    env += tracecontext.pod_env(os.environ, [e.name for e in definition.env], task, traceparent)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 30,

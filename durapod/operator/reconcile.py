@@ -21,8 +21,9 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from durapod import logs
 from durapod.durations import parse_duration
-from durapod.operator import pods, projection
+from durapod.operator import observe, pods, projection, traces
 from durapod.operator.decide import Child, Observed, Plan, admission, decide, plans
 from durapod.operator.decide.plans import ADMIT_POD
 from durapod.operator.kube import Conflict, Kube, PodRejected, QuotaExceeded
@@ -88,17 +89,19 @@ class Reconciler:
     # -- a run ------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> None:
-        for _ in range(MAX_STEPS):
-            observed, run = await self._gather(namespace, name)
-            if observed is None:
-                return
-            plan = decide(observed)
-            try:
-                moved = await self._apply(observed, run, plan)
-            except Conflict:
-                continue  # the TaskRun changed under the status write: look again
-            if not moved:
-                return
+        with logs.bind(namespace=namespace, run=name):
+            for _ in range(MAX_STEPS):
+                observed, run = await self._gather(namespace, name)
+                if observed is None:
+                    return
+                with logs.bind(**_log_fields(observed)):
+                    plan = decide(observed)
+                    try:
+                        moved = await self._apply(observed, run, plan)
+                    except Conflict:
+                        continue  # the TaskRun changed under the status write: look again
+                if not moved:
+                    return
         self._add(("run", namespace, name))  # a long chain of steps: go on later
 
     async def _gather(self, namespace: str, name: str) -> tuple[Observed | None, Obj]:
@@ -113,6 +116,7 @@ class Reconciler:
         run_id = UUID(meta["uid"])
         record = await runs.get(self.pool, run_id)
         if record is None:
+            root = traces.root(run)  # its trigger's, or a new one (a TaskRun applied as is)
             record, freed = await runs.ensure(
                 self.pool,
                 run_id=run_id,
@@ -122,7 +126,9 @@ class Reconciler:
                 payload=spec.payload,
                 tags=spec.tags,
                 gone=self._none_holds(namespace, name),
+                traceparent=root.traceparent,
             )
+            traces.settle(root, record)
             for queue in freed:
                 self._add(("queue", *queue))
         if record is None or record.removed_at is not None:
@@ -228,6 +234,8 @@ class Reconciler:
             moved = await runs.transition(self.pool, record, plan.change)
             if moved is None:
                 return True  # another replica moved it first: decide again from there
+            observe.transition(o, moved, plan.change)
+            traces.committed(o, plan)
             record = moved
             self._unblocked.discard((o.namespace, o.name))
             if plan.change.pod_outcome is not None:  # judged: its last state is not needed
@@ -264,7 +272,14 @@ class Reconciler:
         assert record.definition is not None and record.machine is not None
         definition = TaskDefinitionSpec.model_validate(record.definition)
         manifest = pods.build(
-            run, definition, record.attempt, record.pods, record.machine, remaining, self.settings
+            run,
+            definition,
+            record.attempt,
+            record.pods,
+            record.machine,
+            remaining,
+            self.settings,
+            traceparent=traces.pod_parent(record),
         )
         name = manifest["metadata"]["name"]
         try:
@@ -290,6 +305,8 @@ class Reconciler:
             )
             assert failed.change is not None
             moved = await runs.transition(self.pool, record, failed.change)
+            observe.transition(replace(o, record=record), moved, failed.change)
+            traces.committed(replace(o, record=record), failed)
             self._follow_up(o, failed)
             for event in failed.events:
                 await self._event(run, event.reason, event.message, event.warning)
@@ -318,6 +335,7 @@ class Reconciler:
     async def _event(self, run: Obj, reason: str, message: str, warning: bool = False) -> None:
         """Events are best-effort: a failed post is tried twice more, then given up on;
         it never aborts a transition."""
+        log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
         for pause in EVENT_RETRIES:
             try:
                 await self.kube.event(run, reason, message, warning)
@@ -351,6 +369,17 @@ class Reconciler:
         last = projection.last_checkpoint(step, at).model_dump(by_alias=True)
         await self.kube.merge_status("taskruns", namespace, name, {"lastCheckpoint": last})
         return None
+
+
+def _log_fields(o: Observed) -> Obj:
+    """What the records of a run's reconcile carry (see :func:`durapod.logs.bind`); the
+    trace is the record's (its trigger's, or the one begun for a TaskRun applied as is)."""
+    return {
+        "run_id": str(o.record.id),
+        "task": o.record.task,
+        "attempt": o.record.attempt or None,
+        "trace_id": logs.trace_id(o.record.traceparent),
+    }
 
 
 def _owned_by(pod: Obj, uid: str) -> bool:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from durapod import tracing
 from durapod.operator.kube import Kube
 from durapod.resources.models import ConcurrencyPolicy, Phase
 from durapod.timestamps import format_time, parse_time
@@ -117,17 +118,21 @@ class Scheduler:
                 return
             for run in active:
                 await self.kube.cancel_taskrun(meta["namespace"], run["metadata"]["name"])
-        _, created = await self.kube.create_taskrun(
-            meta["namespace"],
-            name,
-            {
-                "task": spec["task"],
-                "payload": spec.get("payload") or {},
-                "idempotencyKey": f"schedule:{meta['name']}:{int(tick.timestamp())}",
-            },
-            labels={LABEL_SCHEDULE: meta["name"]},
-            owner=schedule,
-        )
+        # The tick's run starts its own trace (a retried tick's finds the run made before).
+        with tracing.root("schedule", meta["namespace"], spec["task"]) as root:
+            run, created = await self.kube.create_taskrun(
+                meta["namespace"],
+                name,
+                {
+                    "task": spec["task"],
+                    "payload": spec.get("payload") or {},
+                    "idempotencyKey": f"schedule:{meta['name']}:{int(tick.timestamp())}",
+                },
+                labels={LABEL_SCHEDULE: meta["name"]},
+                owner=schedule,
+                annotations=root.annotations,
+            )
+            root.keep(run, created)
         if created:
             await self.kube.merge_status(
                 "taskschedules",

@@ -91,6 +91,11 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     @property
+    def depth(self) -> int:
+        """Keys waiting for a worker (not those being handled, nor timers)."""
+        return len(self._queued)
+
+    @property
     def idle(self) -> bool:
         return not (self._queued or self._active)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from durapod.runner import tracing
 from durapod.runner.errors import ApiError
 
 FIRST_DELAY = 0.05
@@ -52,7 +53,9 @@ class RunApi:
         token = self._token
         if isinstance(token, Path):
             token = token.read_text().strip()
-        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        # With tracing on, the current span: a child run this call starts joins the trace.
+        base = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return {**base, **tracing.headers()}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -96,8 +99,11 @@ class RunApi:
         result: dict[str, Any] = self.call("GET", f"/context?pod={self._pod}")
         return result
 
-    def record(self, step: str, seq: int, output: bytes) -> None:
-        head = json.dumps({"step": step, "seq": seq}, separators=(",", ":")).encode()
+    def record(self, step: str, seq: int, output: bytes, duration: float | None = None) -> None:
+        fields: dict[str, Any] = {"step": step, "seq": seq}
+        if duration is not None:
+            fields["duration"] = round(duration, 6)  # the step's, for the API's metrics
+        head = json.dumps(fields, separators=(",", ":")).encode()
         self.call("POST", "/checkpoints", head[:-1] + b',"output":' + output + b"}")
 
     def save_state(self, seq: int, state: bytes) -> None:

@@ -13,11 +13,14 @@ import hashlib
 import inspect
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from durapod import logs
 from durapod.durations import parse_duration
+from durapod.runner import tracing
 from durapod.runner.errors import (
     CheckpointTooLargeError,
     ChildRunFailedError,
@@ -32,7 +35,7 @@ STATE = "$state"
 class Journal(Protocol):
     """Where a run's checkpoints go: the API in a pod, memory in ``durapod.testing``."""
 
-    def record(self, step: str, seq: int, output: bytes) -> None: ...
+    def record(self, step: str, seq: int, output: bytes, duration: float | None = None) -> None: ...
 
     def save_state(self, seq: int, state: bytes) -> None: ...
 
@@ -44,6 +47,11 @@ def encode(value: Any, what: str) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:
         raise NotSerializableError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _written(step: str, data: bytes) -> dict[str, Any]:
+    """A checkpoint write's span attributes."""
+    return {"durapod.step": step, "durapod.checkpoint.bytes": len(data)}
 
 
 class Context:
@@ -83,7 +91,9 @@ class Context:
         self.writing = False
         #: Set by SIGTERM during a write: exit once it is done.
         self.exit_requested = False
-        self.logger = logging.LoggerAdapter(
+        #: The task's logger: its records carry the run, and the fields a call passes in
+        #: ``extra`` (``ctx.logger.info("sent", extra={"order": 7})``) as their own.
+        self.logger = logs.FieldsAdapter(
             logging.getLogger("durapod.task"), {"run_id": run_id, "attempt": attempt}
         )
 
@@ -105,11 +115,12 @@ class Context:
             raise DuplicateStepError(f"step name {name!r} is used twice in run {self.name}")
         self._used.add(name)
 
-    def _commit(self, name: str, value: Any) -> Any:
+    def _commit(self, name: str, value: Any, duration: float | None = None) -> Any:
+        """Write a step's output (``duration``: how long the step ran, for the metrics)."""
         data = encode(value, f"the output of step {name!r}")
         self._check_size(name, len(data))
-        with self._write():
-            self._journal.record(name, self._seq, data)
+        with self._write(), tracing.span("checkpoint write", _written(name, data)):
+            self._journal.record(name, self._seq, data, duration)
         self._seq += 1
         stored = json.loads(data)
         self._completed[name] = stored
@@ -133,10 +144,12 @@ class Context:
         self._claim(name)
         if name in self._completed:
             return self._completed[name]
-        result = fn(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return self._commit(name, result)
+        with tracing.span("step", {"durapod.step": name, "durapod.attempt": self.attempt}):
+            began = time.monotonic()
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return self._commit(name, result, time.monotonic() - began)
 
     def completed(self, name: str) -> bool:
         """Whether step ``name`` completed on an earlier pod of this run."""
@@ -152,7 +165,7 @@ class Context:
         """Save ``state`` (JSON) for :meth:`restore`; the latest save wins."""
         data = encode(state, "checkpoint state")
         self._check_size(STATE, len(data))
-        with self._write():
+        with self._write(), tracing.span("checkpoint write", _written(STATE, data)):
             self._journal.save_state(self._seq, data)
         self._seq += 1
         self._state = json.loads(data)

@@ -21,13 +21,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from durapod import auth
+from durapod import auth, logs, traceparent
+from durapod.runner import tracing
 from durapod.runner.api import RunApi
 from durapod.runner.context import Context, encode
 from durapod.runner.errors import InvalidPayloadError, NonRetryableError, RetryAfter, Suspend
 from durapod.runner.task import Task
 
 EXIT_OK, EXIT_TASK_ERROR, EXIT_LOAD_ERROR, EXIT_SIGTERM = 0, 1, 2, 143
+log = logging.getLogger("durapod.runner")
 
 
 def load(entrypoint: str) -> Callable[..., Any]:
@@ -84,8 +86,19 @@ def _on_sigterm(ctx: Context) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _print_error(error: dict[str, Any]) -> None:
+    """Log the error (a JSON line with the run's fields), then end the pod's log with its
+    traceback as Python prints an uncaught exception: after anything the task printed, so
+    ``kubectl logs`` ends with the exception line."""
+    log.error("%s: %s", error["type"], error["message"], extra={"reason": error["reason"]})
+    sys.stdout.flush()
+    sys.stderr.write(error["traceback"])
+    sys.stderr.flush()
+
+
 def run(env: dict[str, str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup("runner")
+    tracing.setup(env)  # OpenTelemetry is imported only if OTEL_* and TRACEPARENT ask
     api = RunApi(
         env["DURAPOD_API_URL"],
         env["DURAPOD_RUN_ID"],
@@ -103,22 +116,50 @@ def run(env: dict[str, str]) -> int:
         checkpoint_limit=int(info["checkpointLimit"]),
     )
     _on_sigterm(ctx)
+    fields = {
+        "run_id": ctx.run_id,
+        "run": ctx.name,
+        "namespace": ctx.namespace,
+        "task": info.get("task"),
+        "attempt": ctx.attempt,
+        "trace_id": logs.trace_id(env.get(traceparent.ENV)),
+    }
+    with logs.bind(**fields):
+        return _execute(env, api, ctx, info)
+
+
+def _execute(env: dict[str, str], api: RunApi, ctx: Context, info: dict[str, Any]) -> int:
+    entrypoint, stored = env["DURAPOD_ENTRYPOINT"], len(info["checkpoints"])
+    log.info("running %s from %d stored checkpoints", entrypoint, stored)
     try:
-        fn = load(env["DURAPOD_ENTRYPOINT"])
+        fn = load(entrypoint)
     except Exception as exc:
-        api.report({"error": {**describe(exc, "EntrypointError"), "retryable": False}})
+        error = {**describe(exc, "EntrypointError"), "retryable": False}
+        try:
+            api.report({"error": error})
+        finally:
+            _print_error(error)
         return EXIT_LOAD_ERROR
     try:
         output = json.loads(encode(invoke(fn, info["payload"], ctx), "the task's output"))
     except Suspend as suspend:
-        api.report({"suspend": suspend.report()})
+        report = suspend.report()
+        api.report({"suspend": report})
+        log.info("waiting durably: this pod exits, a later one carries on", extra=report)
         return EXIT_OK
     except Exception as exc:
-        api.report({"error": describe(exc)})
+        error = describe(exc)
+        try:
+            api.report({"error": error})
+        finally:
+            _print_error(error)
         return EXIT_TASK_ERROR
     api.report({"output": output})
     return EXIT_OK
 
 
 def main() -> None:
-    sys.exit(run(dict(os.environ)))
+    try:
+        sys.exit(run(dict(os.environ)))
+    finally:
+        tracing.flush()  # the last step's spans, before the pod is gone

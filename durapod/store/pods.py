@@ -53,17 +53,17 @@ async def for_run(pool: Pool, run_id: UUID) -> list[PodRecord]:
         return [PodRecord(**row) for row in await cur.fetchall()]
 
 
-async def owner(pool: Pool, namespace: str, name: str) -> tuple[UUID, int] | None:
-    """The run (and pod index) the pod ``namespace/name`` belongs to; the newest run's
-    when a deleted run's name was taken again."""
+async def owner(pool: Pool, namespace: str, name: str) -> tuple[UUID, int, str] | None:
+    """The run (its id, the pod's index, the run's task) the pod ``namespace/name``
+    belongs to; the newest run's when a deleted run's name was taken again."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT p.run_id, p.idx FROM pods p JOIN runs r ON r.id = p.run_id "
+            "SELECT p.run_id, p.idx, r.task FROM pods p JOIN runs r ON r.id = p.run_id "
             "WHERE p.name = %s AND r.namespace = %s ORDER BY r.created_at DESC LIMIT 1",
             (name, namespace),
         )
         row = await cur.fetchone()
-    return (row["run_id"], row["idx"]) if row else None
+    return (row["run_id"], row["idx"], row["task"]) if row else None
 
 
 async def in_cluster(pool: Pool, run_id: UUID, idx: int, running: bool = False) -> None:

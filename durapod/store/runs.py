@@ -58,6 +58,8 @@ class Run:
     removed_at: datetime | None
     shown_step: str | None
     shown_at: datetime | None
+    #: The root span's W3C traceparent (the trigger's), set once when the record is made.
+    traceparent: str | None = None
 
 
 _COLUMNS = ", ".join(f.name for f in fields(Run))
@@ -145,6 +147,7 @@ async def ensure(
     tags: list[str],
     created_at: datetime | None = None,
     gone: Gone | None = None,
+    traceparent: str | None = None,
 ) -> tuple[Run | None, list[tuple[str, str]]]:
     """The run's record, created Pending if it has none; and the queues whose slots a
     removed record freed.
@@ -152,7 +155,8 @@ async def ensure(
     An older record still holding the name belongs to a TaskRun that was deleted (names
     are unique in the cluster): it is marked removed in the same transaction, unless
     ``gone`` finds its TaskRun still there (this caller read a stale TaskRun). None: the
-    name is held by another live record.
+    name is held by another live record. ``traceparent`` (the run's root span) is kept
+    only by the call that makes the record.
     """
     freed: list[tuple[str, str]] = []
     async with pool.connection() as conn:
@@ -162,9 +166,10 @@ async def ensure(
                 freed = []
                 raise psycopg.Rollback()
             await conn.execute(
-                "INSERT INTO runs (id, namespace, name, task, payload, tags, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) ON CONFLICT DO NOTHING",
-                (run_id, namespace, name, task, Jsonb(payload), tags, created_at),
+                "INSERT INTO runs (id, namespace, name, task, payload, tags, created_at, "
+                "traceparent) VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s) "
+                "ON CONFLICT DO NOTHING",
+                (run_id, namespace, name, task, Jsonb(payload), tags, created_at, traceparent),
             )
         cur = await conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
         return _row(await cur.fetchone()), freed

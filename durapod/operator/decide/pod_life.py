@@ -172,7 +172,9 @@ def suspend(o: Observed, suspend: Obj) -> Plan:
     return Plan(
         change=change,
         events=(Event("Waiting", f"{message}; no pod is held"),),
-        delete_pod=o.pod_name if o.pod is not None and not o.pod_deleted else None,
+        # An exited pod is kept (with its log, for ``durapod runs logs``) until its TaskRun
+        # goes: it holds no node resources and no quota; only one still running is deleted.
+        delete_pod=plans.stray_pod(o),
         refill=r.queue,
         wake_at=values.get("resume_at"),
     )
