@@ -90,6 +90,31 @@ async def steps(api_url: str, run_id: uuid.UUID, token: str, n: int) -> list[flo
     return times
 
 
+def serve_api(
+    dsn: str, cluster: LocalCluster, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``python -m durapod.api`` on a free port, once it is ready; its URL and process."""
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            **os.environ,
+            **(env or {}),
+            "DATABASE_URL": dsn,
+            "KUBECONFIG": str(cluster.kubeconfig),
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return url, api
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2000)
@@ -106,19 +131,7 @@ def main() -> None:
         store.migrate(dsn)
         run_id, pod = asyncio.run(seed(dsn))
         token = cluster.pod_token("bench", pod)
-        port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, "DATABASE_URL": dsn, "KUBECONFIG": str(cluster.kubeconfig)},
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        url, api = serve_api(dsn, cluster)
         floor(dsn, 200)  # warm up both paths
         warm_id, warm_pod = asyncio.run(seed(dsn))
         asyncio.run(steps(url, warm_id, cluster.pod_token("bench", warm_pod), 200))

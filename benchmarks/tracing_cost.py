@@ -30,15 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from checkpoint_path import OUTPUT, percentiles, seed, steps  # noqa: E402
+from checkpoint_path import OUTPUT, percentiles, seed, serve_api, steps  # noqa: E402
 
 from durapod import store  # noqa: E402
-from durapod.dev.postgres import PostgresServer, free_port  # noqa: E402
+from durapod.dev.postgres import PostgresServer  # noqa: E402
 from durapod.runner import tracing  # noqa: E402
 from durapod.runner.context import Context  # noqa: E402
 from tests.helpers import LocalCluster  # noqa: E402
@@ -73,25 +71,6 @@ async def bare_steps(n: int) -> list[float]:
         await ctx.step(f"s{i}", lambda: OUTPUT)
         times.append(time.perf_counter() - start)
     return times
-
-
-def serve_api(
-    dsn: str, cluster: LocalCluster, env: dict[str, str]
-) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "durapod.api", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env, "DATABASE_URL": dsn, "KUBECONFIG": str(cluster.kubeconfig)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    return url, api
 
 
 class Runner:

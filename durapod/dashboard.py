@@ -235,12 +235,12 @@ def queues() -> Panels:
             "Runs holding and waiting for a slot per key (a queue's top keys, the rest as _other).",
             "short",
             Query(
-                f"max by (queue, key) (durapod_concurrency_key_running{{{RUNS}}})",
-                "{{queue}} {{key}} running",
+                f"max by (namespace, queue, key) (durapod_concurrency_key_running{{{RUNS}}})",
+                f"{per_queue} {{{{key}}}} running",
             ),
             Query(
-                f"max by (queue, key) (durapod_concurrency_key_waiting{{{RUNS}}})",
-                "{{queue}} {{key}} waiting",
+                f"max by (namespace, queue, key) (durapod_concurrency_key_waiting{{{RUNS}}})",
+                f"{per_queue} {{{{key}}}} waiting",
             ),
         ),
         graph(

@@ -34,10 +34,6 @@ class TraceParent:
     span_id: int
     flags: int = SAMPLED
 
-    @property
-    def sampled(self) -> bool:
-        return bool(self.flags & SAMPLED)
-
     def __str__(self) -> str:
         return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"
 
@@ -94,7 +90,7 @@ def configured(env: Mapping[str, str]) -> bool:
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
-    if "otlp" not in exporters:
+    if not exporters & {"otlp", "otlp_proto_http"}:  # the SDK's generic and Python's own name
         return False
     return bool(
         env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -17,6 +17,7 @@ point for ids) takes the span id from a context variable when one is given. Fast
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from durapod import traceparent
@@ -33,6 +34,7 @@ from durapod.traceparent import TraceParent
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+log = logging.getLogger("durapod.tracing")
 Obj = dict[str, Any]
 Attributes = Mapping[str, str | int | float | bool]
 #: The span id the next span gets (see :func:`emit`); None: a random one.
@@ -50,13 +52,25 @@ def setup(
 
     ``service`` is the default ``service.name``; ``resource`` adds attributes of the
     process (a pod's run). The SDK reads its own settings (endpoint, sampler, batching)
-    from the process's environment. Idempotent: the first call decides.
+    from the process's environment. Idempotent once it has set tracing up.
     """
     global _provider, _tracer
     if _provider is not None:
         return True
     if not traceparent.configured(env):
         return False
+    try:
+        _provider = _start(service, resource)
+    except Exception as exc:  # a bad OTEL_* value (OTEL_BSP_MAX_QUEUE_SIZE=0), no SDK
+        log.error("not tracing: %s", exc)  # the process does its work untraced
+        return False
+    trace.set_tracer_provider(_provider)
+    _tracer = _provider.get_tracer("durapod")
+    return True
+
+
+def _start(service: str, resource: Attributes | None) -> TracerProvider:
+    """A provider exporting over OTLP/HTTP, as the ``OTEL_*`` variables configure it."""
     # The SDK and the exporter (about 40 ms of imports) only now: tracing is on.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -77,9 +91,7 @@ def setup(
         found = found.merge(Resource({SERVICE_NAME: service}))
     provider = TracerProvider(resource=found, id_generator=Ids())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    _provider, _tracer = provider, provider.get_tracer("durapod")
-    return True
+    return provider
 
 
 def enabled() -> bool:
@@ -264,34 +276,3 @@ def emit(parent: TraceParent, done: Done) -> None:
     if done.error is not None:
         span.set_status(Status(StatusCode.ERROR, done.error))
     span.end(_ns(done.end))
-
-
-# -- incoming requests ------------------------------------------------------------------
-
-
-class IncomingContext:
-    """ASGI middleware: a request's W3C ``traceparent``/``tracestate`` headers become its
-    current context, so what it triggers joins the caller's trace. Added only when
-    tracing is on; a no-op under a server span (FastAPI's own telemetry, from 0.165,
-    makes one per request, continuing the caller's trace)."""
-
-    _HEADERS = (b"traceparent", b"tracestate")
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Obj, receive: Any, send: Any) -> None:
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope.get("headers") or ()
-            if name in self._HEADERS
-        }
-        served = trace.get_current_span().get_span_context().is_valid
-        if scope["type"] != "http" or not carrier or served:
-            await self.app(scope, receive, send)
-            return
-        token = context.attach(propagate.extract(carrier))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            context.detach(token)

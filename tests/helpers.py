@@ -258,6 +258,22 @@ class DevProcess:
     def apply(self, *docs: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
 
+    def trigger(
+        self, task: str, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> str:
+        """Trigger a run of ``task`` in ``default`` over HTTP, with the env file's URL and
+        token; the run's name."""
+        env = self.env()
+        answer = httpx.post(
+            f"{env['DURAPOD_API_URL']}/v1/namespaces/default/tasks/{task}/runs",
+            json={"payload": payload},
+            headers={"Authorization": f"Bearer {env['DURAPOD_TOKEN']}", **(headers or {})},
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+        name: str = answer.json()["name"]
+        return name
+
     def env(self) -> dict[str, str]:
         pairs = (
             line.removeprefix("export ").split("=", 1)
@@ -292,6 +308,17 @@ def definition(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
         "kind": "TaskDefinition",
         "metadata": {"name": name},
         "spec": {"image": "durapod:dev", "entrypoint": entrypoint, **spec},
+    }
+
+
+def bare_taskrun(name: str, **meta: Any) -> dict[str, Any]:
+    """A TaskRun of ``hello`` with these metadata fields: what the stand-in's API tests
+    store, list and watch."""
+    return {
+        "apiVersion": "durapod.io/v1",
+        "kind": "TaskRun",
+        "metadata": {"name": name, **meta},
+        "spec": {"task": "hello"},
     }
 
 

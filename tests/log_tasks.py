@@ -23,3 +23,9 @@ async def nap(payload: dict[str, Any], ctx: Context) -> str:
     ctx.logger.info("before the nap", extra={"order_id": payload["order"]})
     await ctx.sleep("1h")
     return "rested"
+
+
+async def chatty(payload: dict[str, Any], ctx: Context) -> None:
+    # One line far longer than what an answer of ``durapod runs logs`` holds of a pod.
+    print("x" * payload["bytes"], flush=True)
+    print("the last line", flush=True)

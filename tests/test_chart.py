@@ -200,6 +200,9 @@ CHANGES: dict[str, Any] = {
     "networkPolicy.egress.kubeAPIServerCIDRs": ["10.96.0.2/32"],
     "networkPolicy.egress.kubeAPIServerPorts": [8443],
     "networkPolicy.egress.postgresCIDRs": ["10.20.0.0/16"],
+    "networkPolicy.egress.extraTo": [
+        {"to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}], "ports": [{"port": 4318}]}
+    ],
     "resourceQuota.enabled": True,
     "resourceQuota.namespaces": ["team-b"],
     "resourceQuota.hard": {"pods": "5"},

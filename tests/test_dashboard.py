@@ -25,6 +25,8 @@ from tests.observability import (
 )
 
 METRIC = re.compile(r"\b(durapod_\w+)")
+#: ``max by (labels) (metric...`` or ``max by (labels) (deriv(metric...``.
+MAXED = re.compile(r"max by \(([^)]*)\) \((?:\w+\()?(durapod_\w+)")
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
@@ -74,6 +76,19 @@ def test_every_query_and_alert_reads_only_metrics_the_operator_and_the_api_serve
     exprs += [rule["expr"] for rule in alerts().values()]
     used = {name for expr in exprs for name in METRIC.findall(expr)}
     assert used and used <= known, used - known
+
+
+def test_a_database_gauge_is_maxed_over_the_replicas_only() -> None:
+    """Every operator replica reports the same database gauges: ``max by`` must keep all
+    of a gauge's labels, or it merges, say, the same queue name in two namespaces."""
+    labels = {f.name: set(f._labelnames) for f in operator_metrics.DatabaseGauges().describe()}
+    exprs = [q.expr for q in panel_queries()] + [rule["expr"] for rule in alerts().values()]
+    maxed = [
+        (name, {k.strip() for k in by.split(",")}) for e in exprs for by, name in MAXED.findall(e)
+    ]
+    assert {name for name, _ in maxed} == set(labels)  # each one is read, and so checked
+    for name, kept in maxed:
+        assert kept >= labels[name], (name, labels[name] - kept)
 
 
 def test_every_query_is_valid_promql_for_promtool(tmp_path: Path) -> None:

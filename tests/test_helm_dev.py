@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from durapod import permissions
 from durapod.dev.apiserver.auth import read_request_log
@@ -85,15 +86,8 @@ def _run_hello(dev: DevProcess, name: str) -> None:
 
 def _trigger(dev: DevProcess) -> None:
     """A run triggered through the API's Service, with the env file's URL and token."""
-    env = dev.env()
-    started = httpx.post(
-        f"{env['DURAPOD_API_URL']}/v1/namespaces/default/tasks/hello/runs",
-        json={"payload": {"name": "http"}},
-        headers={"Authorization": f"Bearer {env['DURAPOD_TOKEN']}"},
-        timeout=30,
-    )
-    assert started.status_code == 202, started.text
-    run = dev.wait_phase(started.json()["name"], "Succeeded", "Failed", timeout=RUN_SECONDS)
+    name = dev.trigger("hello", {"name": "http"})
+    run = dev.wait_phase(name, "Succeeded", "Failed", timeout=RUN_SECONDS)
     assert run["status"]["phase"] == "Succeeded", run["status"]
 
 
@@ -135,6 +129,22 @@ def test_a_run_triggered_through_the_apis_service_succeeds(dev: DevProcess) -> N
     dev.kubectl("apply", "-f", "examples/hello/01-taskdefinition.yaml")
     assert httpx.get(dev.env()["DURAPOD_API_URL"] + "/readyz", timeout=30).status_code == 200
     _trigger(dev)
+
+
+def test_both_metrics_endpoints_are_served_through_the_charts_services(dev: DevProcess) -> None:
+    _trigger(dev)
+    env = dev.env()
+    operator = httpx.get(env["DURAPOD_OPERATOR_METRICS_URL"], timeout=30)
+    api = httpx.get(env["DURAPOD_API_METRICS_URL"], timeout=30)
+    assert operator.status_code == api.status_code == 200
+
+    def total(text: str, name: str, **labels: str) -> float:
+        families = text_string_to_metric_families(text)
+        samples = [s for f in families for s in f.samples if s.name == name]
+        return sum(s.value for s in samples if labels.items() <= s.labels.items())
+
+    assert total(operator.text, "durapod_runs_finished_total", task="hello", phase="Succeeded")
+    assert total(api.text, "durapod_triggers_total", task="hello", source="http")
 
 
 def test_the_chart_pods_work_under_its_service_accounts_never_refused(dev: DevProcess) -> None:

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from durapod import logs
+from durapod.api import kube, logs_routes
 from durapod.cli import showing
 from tests.helpers import DevProcess, definition, running_dev, taskrun, wait_for
 
@@ -318,11 +320,42 @@ def test_logs_text(run: dict[str, Any], want: str) -> None:
     assert showing.logs_text(run) == want
 
 
+@pytest.mark.parametrize(
+    ("data", "cut", "tail", "want"),
+    [
+        (b"a\nb\nc\n", False, 3, kube.LogEnd("a\nb\nc\n", False)),
+        (b"a\nb\nc\n", False, 2, kube.LogEnd("b\nc\n", True)),
+        (b"a\nb\nc", False, 2, kube.LogEnd("b\nc", True)),  # a last line still written
+        (b"a\n\nc\n", False, 2, kube.LogEnd("\nc\n", True)),  # an empty line is a line
+        (b"", False, 5, kube.LogEnd("", False)),
+        # Bytes were dropped before: the first line is only its end, and goes.
+        (b"rt of a line\nb\n", True, 5, kube.LogEnd("b\n", True)),
+        # One line longer than the limit: its end is all there is.
+        (b"xxxx\n", True, 5, kube.LogEnd("xxxx\n", True)),
+        (b"\x80\xe2\x82\xac\n", False, 5, kube.LogEnd("\ufffd\u20ac\n", False)),
+    ],
+)
+def test_the_end_of_a_log(data: bytes, cut: bool, tail: int, want: kube.LogEnd) -> None:
+    assert kube.log_end(data, cut, tail) == want
+
+
+def test_only_the_last_bytes_of_a_streamed_log_are_kept() -> None:
+    kept = kube._Kept(10)
+    for chunk in (b"0123456", b"789ab", b"cdefg", b"h"):
+        kept.add(chunk)
+        assert kept.size - len(kept._chunks[0]) < 10  # never a chunk more than needed
+    assert kept.data() == b"89abcdefgh" and kept.cut
+    whole = kube._Kept(10)
+    whole.add(b"short")
+    assert (whole.data(), whole.cut) == (b"short", False)
+
+
 # -- against durapod dev -----------------------------------------------------------------
 
 FAIL_ONCE = "fail-once-1"
 FAIL_TWICE = "fail-twice-1"
 NAPPING = "napping-1"
+CHATTY = "chatty-1"
 
 
 @pytest.fixture(scope="module")
@@ -336,9 +369,11 @@ def dev() -> Iterator[DevProcess]:
                 retry={"maxAttempts": 2, "minDelay": "1s", "jitter": False},
             ),
             definition("nap", "tests.log_tasks:nap"),
+            definition("chatty", "tests.log_tasks:chatty"),
             taskrun(FAIL_ONCE, "fail-once", {"order": 7}),
             taskrun(FAIL_TWICE, "fail-twice", {"order": 8}),
             taskrun(NAPPING, "nap", {"order": 9}),
+            taskrun(CHATTY, "chatty", {"bytes": logs_routes.MAX_POD_LOG_BYTES + 1024 * 1024}),
         )
         yield process
 
@@ -412,6 +447,38 @@ def test_runs_logs_shows_each_attempt_in_order(dev: DevProcess) -> None:
     after = dev.durapod("runs", "logs", FAIL_TWICE).stdout
     assert "the pod was deleted: its log went with it <==" in after.splitlines()[0]
     assert "printed by attempt 1" not in after and "printed by attempt 2" in after
+
+
+def _run_logs(dev: DevProcess, name: str, **params: int) -> dict[str, Any]:
+    env = dev.env()
+    answer = httpx.get(
+        f"{env['DURAPOD_API_URL']}/v1/namespaces/default/runs/{name}/logs",
+        params=params,
+        headers={"Authorization": f"Bearer {env['DURAPOD_TOKEN']}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def test_a_log_is_cut_only_when_it_has_more_lines_than_asked(dev: DevProcess) -> None:
+    dev.wait_phase(FAIL_ONCE, "Failed")
+    [whole] = _run_logs(dev, FAIL_ONCE)["pods"]
+    lines = whole["log"].count("\n")
+    assert lines > 3 and whole["log"].endswith("\n") and not whole["truncated"]
+    [exact] = _run_logs(dev, FAIL_ONCE, tail=lines)["pods"]
+    assert (exact["log"], exact["truncated"]) == (whole["log"], False)
+    [fewer] = _run_logs(dev, FAIL_ONCE, tail=lines - 1)["pods"]
+    assert (fewer["log"], fewer["truncated"]) == (whole["log"].split("\n", 1)[1], True)
+
+
+def test_a_huge_log_is_answered_by_its_end_within_the_byte_limit(dev: DevProcess) -> None:
+    dev.wait_phase(CHATTY, "Succeeded")
+    [pod] = _run_logs(dev, CHATTY)["pods"]
+    assert pod["truncated"] is True
+    assert len(pod["log"].encode()) <= logs_routes.MAX_POD_LOG_BYTES
+    assert "the last line\n" in pod["log"][-1024:]  # the end, where a run's story ends
 
 
 def test_runs_logs_of_a_waiting_run_shows_its_pod_and_says_it_waits(dev: DevProcess) -> None:

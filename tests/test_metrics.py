@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -47,6 +47,7 @@ from durapod.store.runs import Change, Run
 from durapod.testing import MemoryJournal
 from tests.helpers import DevProcess, definition, running_dev, taskrun, wait_for
 from tests.test_decide import CREATED, NOW, admitted, pod_record, record
+from tests.test_decide import observe as observe_run
 
 PROMTOOL = "/usr/bin/promtool"
 
@@ -213,6 +214,23 @@ TRANSITIONS: list[tuple[str, Run, Run, Change, tuple[PodRecord, ...], list[Sampl
 
 
 @pytest.mark.parametrize(
+    ("recorded", "triggered", "expected"),
+    [
+        (CREATED, None, CREATED),  # no TaskRun time known
+        # Triggered over HTTP: the record comes first, the TaskRun's second is cut down.
+        (CREATED, CREATED.replace(microsecond=0), CREATED),
+        (CREATED + timedelta(microseconds=900_000), CREATED, CREATED + timedelta(seconds=0.9)),
+        # Applied with kubectl and seen a minute later: the TaskRun's second, at its latest.
+        (CREATED + timedelta(minutes=1), CREATED, CREATED + timedelta(seconds=1)),
+    ],
+)
+def test_a_runs_trigger_time(
+    recorded: datetime, triggered: datetime | None, expected: datetime
+) -> None:
+    assert observe.trigger_time(recorded, triggered) == expected
+
+
+@pytest.mark.parametrize(
     ("before", "after", "change", "pods", "counted"),
     [row[1:] for row in TRANSITIONS],
     ids=[row[0] for row in TRANSITIONS],
@@ -244,6 +262,21 @@ def test_applied_samples_reach_the_registry() -> None:
     assert get("durapod_runs_finished_total", labels) == 2
     assert get("durapod_run_duration_seconds_count", labels) == 1
     assert get("durapod_run_duration_seconds_sum", labels) == 42.0
+
+
+def test_an_admitted_runs_counters_exist_at_zero_a_misspelt_tasks_never() -> None:
+    get = metrics.REGISTRY.get_sample_value
+    known, misspelt = (f"t-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    failed = Change(set={"phase": Phase.FAILED.value})
+    for task, after in (
+        (known, admitted(Phase.QUEUED, task=known, queue="q")),
+        (misspelt, record(task=misspelt, queue="q", phase=Phase.FAILED.value)),
+    ):
+        observe.transition(observe_run(record(task=task, queue="q")), after, failed)
+    labels = {"namespace": record().namespace, "queue": "q"}
+    assert get("durapod_retries_total", {**labels, "task": known}) == 0
+    assert get("durapod_pod_endings_total", {**labels, "task": known, "outcome": "Evicted"}) == 0
+    assert get("durapod_retries_total", {**labels, "task": misspelt}) is None
 
 
 # -- the operator's metrics server ----------------------------------------------------------
@@ -450,6 +483,46 @@ def test_the_gauges_read_queues_unfinished_runs_and_the_top_keys(database: str) 
     }
 
 
+def _scans_of_runs(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(node type, index) of every node of ``plan`` that reads the table ``runs``."""
+    found = (
+        [(plan["Node Type"], plan.get("Index Name"))] if plan.get("Relation Name") == "runs" else []
+    )
+    for child in plan.get("Plans", []):
+        found += _scans_of_runs(child)
+    return found
+
+
+def test_the_gauges_read_only_the_live_runs_indexes_not_the_history(database: str) -> None:
+    """Every replica reads the gauges every few seconds: finished runs, kept for their
+    TTL, must not make that read scan the whole table."""
+    migrate(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO queues (namespace, name, concurrency_limit) VALUES ('ns', 'q', 3)"
+        )
+        conn.execute(
+            "INSERT INTO runs (id, namespace, name, task, phase, queue, concurrency_key) "
+            "SELECT gen_random_uuid(), 'ns', 'done-' || i, 't', 'Succeeded', 'q', 'k' || i % 7 "
+            "FROM generate_series(1, 20000) i"
+        )
+        conn.execute(
+            "INSERT INTO runs (id, namespace, name, task, phase, queue, concurrency_key, "
+            "holds_slot, queued_at) SELECT gen_random_uuid(), 'ns', 'live-' || i, 't', "
+            "'Queued', 'q', 'k' || i % 7, i <= 3, CASE WHEN i > 3 THEN now() END "
+            "FROM generate_series(1, 20) i"
+        )
+        conn.execute("ANALYZE runs")
+        partial = {"runs_holding_slot", "runs_waiting_for_slot", "runs_unfinished"}
+        for query in (stats._QUEUES, stats._ACTIVE, stats._KEYS):
+            row = conn.execute(
+                "EXPLAIN (FORMAT JSON) " + query, {"top": 10, "other": stats.OTHER}
+            ).fetchone()
+            assert row is not None
+            scans = _scans_of_runs(row[0][0]["Plan"])
+            assert scans and all(index in partial for _, index in scans), (query, scans)
+
+
 # -- end to end: `durapod dev` ---------------------------------------------------------------
 
 
@@ -463,15 +536,7 @@ def dev() -> Iterator[DevProcess]:
             definition("fails", "tests.tasks:failing", retry={"maxAttempts": 1}),
             taskrun("fails-1", "fails", {"kind": "error"}),
         )
-        env = process.env()
-        answer = httpx.post(
-            f"{env['DURAPOD_API_URL']}/v1/namespaces/default/tasks/ok/runs",
-            json={"payload": {"n": 7}},
-            headers={"Authorization": f"Bearer {env['DURAPOD_TOKEN']}"},
-            timeout=30,
-        )
-        assert answer.status_code == 202, answer.text
-        process.wait_phase(answer.json()["name"], "Succeeded")
+        process.wait_phase(process.trigger("ok", {"n": 7}), "Succeeded")
         process.wait_phase("fails-1", "Failed")
         yield process
 

@@ -9,10 +9,12 @@ The resumed run's page is saved as ``.durapod/screenshots/run-timeline.png``.
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,9 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from starlette.requests import Request
 
+from durapod.api import signin
 from durapod.dev.postgres import free_port
 from tests.helpers import REPO, DevProcess, definition, running_dev, taskrun, wait_for
 
@@ -296,7 +300,7 @@ def test_a_failed_runs_page_shows_its_error_and_traceback_as_text(page: Page, ap
     expect(page.locator(".lane-row.attempt .outcome")).to_have_text(["TaskError"])
 
 
-def test_pages_need_a_token_and_sign_in_sets_an_http_only_strict_cookie(
+def test_pages_need_a_token_and_sign_in_sets_an_http_only_lax_cookie(
     browser: Browser, api: Api
 ) -> None:
     path = f"/runs/default/{RESUMED}"
@@ -335,7 +339,7 @@ def test_pages_need_a_token_and_sign_in_sets_an_http_only_strict_cookie(
         assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
             "durapod_token",
             True,
-            "Strict",
+            "Lax",
         )
         page.click("form.signout button")
         expect(page).to_have_url(f"{api.url}/signin")
@@ -344,6 +348,89 @@ def test_pages_need_a_token_and_sign_in_sets_an_http_only_strict_cookie(
         expect(page).to_have_url(f"{api.url}/signin?next=%2Fruns%2Fdefault%2F{RESUMED}")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({"sec-fetch-site": "same-origin"}, True),
+        ({"sec-fetch-site": "none"}, True),
+        ({"sec-fetch-site": "same-site", "origin": "http://api.test"}, False),
+        ({"sec-fetch-site": "cross-site", "origin": "http://api.test"}, False),
+        ({"origin": "http://api.test"}, True),
+        ({"origin": "http://API.test"}, True),
+        ({"origin": "http://api.test:8080"}, False),
+        ({"origin": "https://evil.example"}, False),
+        ({"origin": "null"}, False),
+        ({}, True),  # no browser: curl, a script
+    ],
+)
+def test_a_form_counts_only_when_posted_from_this_site(
+    headers: dict[str, str], allowed: bool
+) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in {"host": "api.test", **headers}.items()]
+    request = Request({"type": "http", "method": "POST", "path": "/signin", "headers": raw})
+    assert signin.from_this_site(request) is allowed
+
+
+def test_another_sites_form_cannot_sign_a_browser_in(browser: Browser, api: Api) -> None:
+    """Login CSRF: a page on another site (localhost, not 127.0.0.1) posts the sign-in form
+    with its own token. The browser would keep the SameSite cookie its answer sets
+    (a top-level navigation), and so read the pages as that token's owner."""
+    assert api.url.startswith("http://127.0.0.1:")
+    form = (
+        f'<form method="post" action="{api.url}/signin">'
+        f'<input name="token" value="{api.token}"><input name="next" value="/runs"></form>'
+        "<script>document.forms[0].submit()</script>"
+    ).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(form)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        with page.expect_response(f"{api.url}/signin") as posted:
+            page.goto(f"http://localhost:{server.server_address[1]}/")
+        assert posted.value.status == 403
+        expect(page.locator(".problem")).to_contain_text("posted from another site")
+        assert context.cookies() == []
+        # Signing out is refused alike (it would not need the cookie to be sent).
+        refused = context.request.post(f"{api.url}/signout", headers={"Origin": "http://x.test"})
+        assert refused.status == 403
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "forwarded", "secure"),
+    [
+        ("https", None, True),
+        ("http", None, False),  # ``durapod dev`` on loopback: the cookie must still be sent
+        ("http", "https", True),  # a proxy that ended TLS (uvicorn trusts only loopback's)
+        ("http", "HTTPS, http", True),
+        ("http", "http", False),
+    ],
+)
+def test_the_cookie_is_secure_whenever_the_browser_used_https(
+    scheme: str, forwarded: str | None, secure: bool
+) -> None:
+    raw = [(b"host", b"api.test")]
+    if forwarded is not None:
+        raw.append((b"x-forwarded-proto", forwarded.encode()))
+    scope = {"type": "http", "scheme": scheme, "path": "/signin", "headers": raw}
+    assert signin.over_https(Request(scope)) is secure
 
 
 def test_a_page_reads_the_same_without_javascript(

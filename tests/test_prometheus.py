@@ -162,15 +162,7 @@ def scenario(dev: DevProcess, prometheus: Prometheus) -> None:
             "held", "tests.light_tasks:nap", queue={"name": "narrow", "concurrencyLimit": 1}
         ),
     )
-    env = dev.env()
-    response = httpx.post(
-        f"{env['DURAPOD_API_URL']}/v1/namespaces/default/tasks/nap/runs",
-        json={"payload": {"n": 1}},
-        headers={"Authorization": f"Bearer {env['DURAPOD_TOKEN']}"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    triggered = response.json()["name"]
+    triggered = dev.trigger("nap", {"n": 1})
     hold = {"pause": HOLD_SECONDS}
     dev.apply(
         taskrun("oom", "hungry", {"mib": 300}),

@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 
 from durapod.dev.postgres import free_port
-from tests.helpers import LocalCluster, wait_for
-from tests.test_stand_in_semantics import _run
+from tests.helpers import LocalCluster, bare_taskrun, wait_for
 
 EVENTS = "/api/v1/namespaces/default/events"
 NEW_EVENTS = "/apis/events.k8s.io/v1/namespaces/default/events"
@@ -122,8 +121,8 @@ def test_deleting_a_crd_deletes_its_custom_resources_honouring_their_finalizers(
     finalizer controller deletes every custom resource, refuses new ones meanwhile, and
     lets the CRD go only once the last one (held by its own finalizer) is gone; so does
     ours."""
-    assert kube_api.post(TR, json=_run("free")).status_code == 201
-    held = kube_api.post(TR, json=_run("held", finalizers=["example.com/hold"]))
+    assert kube_api.post(TR, json=bare_taskrun("free")).status_code == 201
+    held = kube_api.post(TR, json=bare_taskrun("held", finalizers=["example.com/hold"]))
     assert held.status_code == 201, held.text
     deleted = kube_api.delete(CRD)
     assert deleted.status_code == 200, deleted.text
@@ -134,7 +133,7 @@ def test_deleting_a_crd_deletes_its_custom_resources_honouring_their_finalizers(
     assert (terminating["status"], terminating["reason"]) == ("True", "InstanceDeletionInProgress")
     assert kube_api.get(f"{TR}/free").status_code == 404
     assert kube_api.get(f"{TR}/held").json()["metadata"]["deletionTimestamp"]
-    refused = kube_api.post(TR, json=_run("late"))
+    refused = kube_api.post(TR, json=bare_taskrun("late"))
     assert refused.status_code == 405
     assert refused.json()["message"] == (
         "create not allowed while custom resource definition is terminating"
@@ -150,7 +149,7 @@ def test_kubectl_delete_crd_leaves_no_custom_resources_behind(
 ) -> None:
     """``kubectl delete crd`` on a real cluster returns once the CRD is gone, its objects
     with it: a CRD created again under the same name starts empty; so does ours."""
-    assert kube_api.post(TR, json=_run("r1")).status_code == 201
+    assert kube_api.post(TR, json=bare_taskrun("r1")).status_code == 201
     manifest = kube_api.get(CRD).json()
     local_cluster.kubectl("delete", "crd", "taskruns.durapod.io", "--timeout=60s")
     assert local_cluster.read(lambda c: c.storage.objects("durapod.io/taskruns")) == []

@@ -23,21 +23,12 @@ import pytest
 from durapod.dev.apiserver.cluster import Cluster, Options
 from durapod.dev.apiserver.server import warning_header
 from durapod.dev.stack import Stack
-from tests.helpers import BIN, REPO, LocalCluster, kubectl, wait_for
+from tests.helpers import BIN, REPO, LocalCluster, bare_taskrun, kubectl, wait_for
 
 TR = "/apis/durapod.io/v1/namespaces/default/taskruns"
 CM = "/api/v1/namespaces/default/configmaps"
 PODS = "/api/v1/namespaces/default/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-def _run(name: str, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "durapod.io/v1",
-        "kind": "TaskRun",
-        "metadata": {"name": name, **meta},
-        "spec": {"task": "hello"},
-    }
 
 
 def _configmap(name: str, **meta: Any) -> dict[str, Any]:
@@ -71,8 +62,8 @@ def test_put_of_a_custom_resource_needs_a_resource_version(kube_api: httpx.Clien
     """A real API server refuses a PUT of a custom resource without
     metadata.resourceVersion (apiextensions' customResourceStrategy:
     AllowUnconditionalUpdate is false; the generic registry's Update says so); so does ours."""
-    kube_api.post(TR, json=_run("r1"))
-    response = kube_api.put(f"{TR}/r1", json=_run("r1"))
+    kube_api.post(TR, json=bare_taskrun("r1"))
+    response = kube_api.put(f"{TR}/r1", json=bare_taskrun("r1"))
     assert response.status_code == 422
     status = response.json()
     assert status["message"] == (
@@ -108,11 +99,11 @@ def test_dry_run_changes_nothing_on_any_verb(
     deletecollection with what the write would have produced, and stores nothing (no new
     resourceVersion, no watch event); so does ours."""
     dry = {"dryRun": "All"}
-    kept = kube_api.post(TR, json=_run("kept")).json()
-    held = kube_api.post(TR, json=_run("held", finalizers=["example.com/hold"])).json()
+    kept = kube_api.post(TR, json=bare_taskrun("kept")).json()
+    held = kube_api.post(TR, json=bare_taskrun("held", finalizers=["example.com/hold"])).json()
     before = _revision(local_cluster)
 
-    created = kube_api.post(TR, params=dry, json=_run("ghost"))
+    created = kube_api.post(TR, params=dry, json=bare_taskrun("ghost"))
     assert created.status_code == 201 and created.json()["metadata"]["name"] == "ghost"
     assert kube_api.get(f"{TR}/ghost").status_code == 404
 
@@ -155,9 +146,9 @@ def test_an_unknown_dry_run_value_is_refused(
 ) -> None:
     """A real API server refuses ``dryRun=Foo`` (meta/v1 ValidateDryRun, as the handler
     reports it: 422 Invalid of the options object, the values shown as JSON); so does ours."""
-    kube_api.post(TR, json=_run("r1"))
+    kube_api.post(TR, json=bare_taskrun("r1"))
     path = TR if method == "POST" else f"{TR}/r1"
-    body = json.dumps(_run("r2") if method == "POST" else {})
+    body = json.dumps(bare_taskrun("r2") if method == "POST" else {})
     headers = MERGE if method == "PATCH" else {"Content-Type": "application/json"}
     response = kube_api.request(
         method,
@@ -225,7 +216,7 @@ def test_a_body_that_is_not_json_is_a_400(kube_api: httpx.Client) -> None:
     (also for a DELETE's DeleteOptions)."""
     created = kube_api.post(TR, content=b"{not json", headers={"Content-Type": "application/json"})
     assert created.status_code == 400 and created.json()["kind"] == "Status"
-    kube_api.post(TR, json=_run("r1"))
+    kube_api.post(TR, json=bare_taskrun("r1"))
     deleted = kube_api.request(
         "DELETE", f"{TR}/r1", content=b"[1,", headers={"Content-Type": "application/json"}
     )
@@ -261,8 +252,8 @@ def test_watch_history_expires_by_time(local_cluster: LocalCluster, kube_api: ht
     a watch from an older resourceVersion then gets 410 Expired, ``too old resource
     version: X (Y)`` (the watch cache's wording, Y the newest compacted revision); so does
     ours, with the window configurable (here shortened)."""
-    rv = int(kube_api.post(TR, json=_run("r1")).json()["metadata"]["resourceVersion"])
-    kube_api.post(TR, json=_run("r2"))
+    rv = int(kube_api.post(TR, json=bare_taskrun("r1")).json()["metadata"]["resourceVersion"])
+    kube_api.post(TR, json=bare_taskrun("r2"))
     replayed = _watch(kube_api, TR, {"resourceVersion": str(rv), "timeoutSeconds": 5}, 1)
     assert replayed[0]["type"] == "ADDED" and replayed[0]["object"]["metadata"]["name"] == "r2"
 
@@ -270,7 +261,7 @@ def test_watch_history_expires_by_time(local_cluster: LocalCluster, kube_api: ht
         cluster.storage.history_seconds = 0.2
 
     local_cluster.read(shorten)
-    kube_api.post(TR, json=_run("r3"))
+    kube_api.post(TR, json=bare_taskrun("r3"))
     wait_for(
         lambda: local_cluster.read(lambda c: c.storage.changes_since(rv) is None),
         10,
@@ -293,9 +284,9 @@ def test_watch_history_is_bounded_in_size(
         cluster.storage.history_bytes = 20_000
 
     local_cluster.read(budget)
-    rv = kube_api.post(TR, json=_run("r0")).json()["metadata"]["resourceVersion"]
+    rv = kube_api.post(TR, json=bare_taskrun("r0")).json()["metadata"]["resourceVersion"]
     for i in range(1, 30):
-        kube_api.post(TR, json=_run(f"r{i}"))
+        kube_api.post(TR, json=bare_taskrun(f"r{i}"))
     event = _watch(kube_api, TR, {"resourceVersion": rv, "timeoutSeconds": 5}, 1)[0]
     assert event["type"] == "ERROR" and event["object"]["code"] == 410
 
@@ -310,7 +301,7 @@ def test_continue_pages_show_the_list_as_of_its_first_page(
     resourceVersion (etcd reads at that revision): later changes do not show, every page
     carries that resourceVersion, and remainingItemCount counts what is left; so does ours."""
     for i in range(5):
-        kube_api.post(TR, json=_run(f"r{i}"))
+        kube_api.post(TR, json=bare_taskrun(f"r{i}"))
     first = kube_api.get(TR, params={"limit": 2}).json()
     rv = first["metadata"]["resourceVersion"]
     assert [i["metadata"]["name"] for i in first["items"]] == ["r0", "r1"]
@@ -318,7 +309,7 @@ def test_continue_pages_show_the_list_as_of_its_first_page(
     old_r3 = kube_api.get(f"{TR}/r3").json()
 
     kube_api.delete(f"{TR}/r2")
-    kube_api.post(TR, json=_run("r25"))
+    kube_api.post(TR, json=bare_taskrun("r25"))
     kube_api.patch(
         f"{TR}/r3", content=json.dumps({"metadata": {"labels": {"a": "b"}}}), headers=MERGE
     )
@@ -341,14 +332,14 @@ def test_a_continue_token_past_compaction_is_410_with_a_fresh_token(
     message and, in metadata.continue, a token that goes on from the latest state; so
     does ours."""
     for i in range(4):
-        kube_api.post(TR, json=_run(f"r{i}"))
+        kube_api.post(TR, json=bare_taskrun(f"r{i}"))
     first = kube_api.get(TR, params={"limit": 2}).json()
 
     def shorten(cluster: Cluster) -> None:
         cluster.storage.history_seconds = 0.0
 
     local_cluster.read(shorten)
-    kube_api.post(TR, json=_run("r9"))
+    kube_api.post(TR, json=bare_taskrun("r9"))
     expired = kube_api.get(TR, params={"limit": 2, "continue": first["metadata"]["continue"]})
     assert expired.status_code == 410
     status = expired.json()
@@ -489,13 +480,13 @@ def test_kubectl_get_watch_shows_the_printer_columns(
     """``kubectl get -w`` asks for Tables on the watch too; a real API server sends each
     event's object as a one-row Table (column definitions on the first only), so the
     printer columns show for every change; so does ours."""
-    kube_api.post(TR, json=_run("first"))
+    kube_api.post(TR, json=bare_taskrun("first"))
     env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)}
     argv = [str(BIN / "kubectl"), "--cache-dir", str(local_cluster.home / "kc"), "get", "tr", "-w"]
     watching = _Output(argv, env)
     try:
         wait_for(lambda: any(line.startswith("first ") for line in watching.lines), 60, "list")
-        kube_api.post(TR, json=_run("second"))
+        kube_api.post(TR, json=bare_taskrun("second"))
         kube_api.patch(
             f"{TR}/second/status",
             content=json.dumps({"status": {"phase": "Running", "attempt": 3}}),
@@ -561,11 +552,13 @@ def test_warnings_reach_kubectl(local_cluster: LocalCluster, kube_api: httpx.Cli
     apimachinery's NewWarningHeader quotes them, and kubectl prints them on stderr
     (here: an unknown field under ``--validate=warn``, whose text holds quotes); so does
     ours."""
-    manifest = json.dumps({**_run("w1"), "spec": {"task": "hello", "colour": "red"}})
+    manifest = json.dumps({**bare_taskrun("w1"), "spec": {"task": "hello", "colour": "red"}})
     applied = local_cluster.kubectl("apply", "--validate=warn", "-f", "-", input=manifest)
     assert 'Warning: unknown field "spec.colour"' in applied.stderr
     response = kube_api.post(
-        TR, params={"fieldValidation": "Warn"}, json={**_run("w2"), "spec": {"task": "x", "y": 1}}
+        TR,
+        params={"fieldValidation": "Warn"},
+        json={**bare_taskrun("w2"), "spec": {"task": "x", "y": 1}},
     )
     assert response.headers.get_list("warning") == ['299 - "unknown field \\"spec.y\\""']
     assert warning_header('a\\b "c"') == '299 - "a\\\\b \\"c\\""'
@@ -593,7 +586,7 @@ def test_a_deleted_namespace_terminates_until_its_content_is_gone(
     space = kube_api.get("/api/v1/namespaces/doomed").json()
     assert space["spec"]["finalizers"] == ["kubernetes"]
     runs = "/apis/durapod.io/v1/namespaces/doomed/taskruns"
-    kube_api.post(runs, json=_run("held", finalizers=["example.com/hold"]))
+    kube_api.post(runs, json=bare_taskrun("held", finalizers=["example.com/hold"]))
     kube_api.post("/api/v1/namespaces/doomed/configmaps", json=_configmap("loose"))
 
     local_cluster.kubectl("delete", "namespace", "doomed", "--wait=false")
@@ -610,7 +603,7 @@ def test_a_deleted_namespace_terminates_until_its_content_is_gone(
     )
     assert kube_api.get("/api/v1/namespaces/doomed/configmaps/loose").status_code == 404
     assert kube_api.get(f"{runs}/held").json()["metadata"]["deletionTimestamp"]
-    refused = kube_api.post(runs, json=_run("late"))
+    refused = kube_api.post(runs, json=bare_taskrun("late"))
     assert refused.status_code == 403
     assert refused.json()["message"] == (
         'taskruns.durapod.io "late" is forbidden: unable to create new content in namespace '
@@ -629,7 +622,7 @@ def test_foreground_deletion_waits_for_blocking_dependents(kube_api: httpx.Clien
     the ``foregroundDeletion`` finalizer and a deletionTimestamp; the garbage collector
     deletes the dependents and removes the owner only when those with
     ``blockOwnerDeletion`` are gone; so does ours."""
-    owner = kube_api.post(TR, json=_run("owner")).json()
+    owner = kube_api.post(TR, json=bare_taskrun("owner")).json()
     ref = {
         "apiVersion": "durapod.io/v1",
         "kind": "TaskRun",
@@ -667,7 +660,7 @@ def test_kubectl_cascade_foreground_and_orphan(
     are gone; ``orphanDependents=true`` (the legacy form of Orphan) leaves the dependents
     without the owner's reference; as on a real cluster."""
     for name in ("a", "b"):
-        owner = kube_api.post(TR, json=_run(name)).json()
+        owner = kube_api.post(TR, json=bare_taskrun(name)).json()
         ref = {"apiVersion": "durapod.io/v1", "kind": "TaskRun", "name": name}
         ref["uid"] = owner["metadata"]["uid"]
         kube_api.post(CM, json=_configmap(f"{name}-dep", ownerReferences=[ref]))

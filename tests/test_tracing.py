@@ -32,7 +32,17 @@ from durapod.resources.models import Phase, TaskDefinitionSpec
 from durapod.traceparent import TraceParent
 from tests.helpers import REPO, DevProcess, definition, running_dev, taskrun, wait_for
 from tests.otlp import Receiver, Span
-from tests.test_decide import NOW, RUN_ID, admitted, live, observe, pod
+from tests.test_decide import (
+    ENDED_POD,
+    NOW,
+    RUN_ID,
+    admitted,
+    live,
+    observe,
+    pod,
+    retrying,
+    spec,
+)
 
 ROOT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
@@ -69,8 +79,7 @@ def test_a_traceparent_is_parsed_as_w3c_trace_context_says(
 
 def test_a_traceparent_formats_back_to_its_header() -> None:
     parsed = traceparent.parse(ROOT)
-    assert parsed is not None and str(parsed) == ROOT and parsed.sampled
-    assert not TraceParent(1, 2, 0).sampled
+    assert parsed is not None and str(parsed) == ROOT
     assert str(TraceParent(1, 2, 0)) == "00-" + "0" * 31 + "1-" + "0" * 15 + "2-00"
 
 
@@ -97,6 +106,7 @@ def test_attempt_span_ids_are_the_same_everywhere_and_distinct_per_pod() -> None
         ({**ENDPOINT, "OTEL_SDK_DISABLED": "false"}, True),
         ({**ENDPOINT, "OTEL_TRACES_EXPORTER": "none"}, False),
         ({**ENDPOINT, "OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({**ENDPOINT, "OTEL_TRACES_EXPORTER": "otlp_proto_http"}, True),
         ({**ENDPOINT, "OTEL_TRACES_EXPORTER": "console"}, False),
         ({"OTEL_SERVICE_NAME": "x", "OTEL_RESOURCE_ATTRIBUTES": "a=b"}, False),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, False),
@@ -234,8 +244,26 @@ TASK_ERROR = {"type": "ValueError", "message": "no such order", "reason": "TaskE
             [("admission", None, None, [], False)],
         ),
         (live(Phase.STARTING, pod("Running"), run={"traceparent": ROOT}), []),
+        (  # its pod's span went out when the pod was judged; the cancel adds none
+            observe(
+                retrying(traceparent=ROOT),
+                spec=spec(cancel=True),
+                pod_records=(ENDED_POD,),
+                pod=pod("Failed", exit_code=1),
+            ),
+            [],
+        ),
     ],
-    ids=["evicted", "deleted", "oom-killed", "task error", "succeeded", "admitted", "started"],
+    ids=[
+        "evicted",
+        "deleted",
+        "oom-killed",
+        "task error",
+        "succeeded",
+        "admitted",
+        "started",
+        "cancelled while it waits to retry",
+    ],
 )
 def test_a_committed_transition_ends_the_spans_it_judges(
     observed: Observed, expected: list[tuple[str, str | None, str | None, list[str], bool]]
@@ -313,6 +341,12 @@ def test_a_task_image_without_opentelemetry_runs_untraced() -> None:
         prelude="import sys; sys.modules['opentelemetry'] = None  # not installed\n",
     )
     assert found["on"] is False and found["loaded"] == []
+
+
+def test_otel_settings_the_sdk_refuses_leave_the_task_untraced() -> None:
+    # A TaskDefinition's own OTEL_* win over the operator's: they may be wrong.
+    found = _runner({**ENDPOINT, "TRACEPARENT": ROOT, "OTEL_BSP_MAX_QUEUE_SIZE": "0"})
+    assert found["on"] is False
 
 
 @pytest.fixture(scope="module")
@@ -546,6 +580,25 @@ def test_a_resumed_runs_trace_hangs_from_its_trigger(dev: DevProcess, receiver: 
     # The runner's calls carry its span: the API's handling of each write is its child.
     served = [s for s in spans if s.attributes.get("http.route", "").endswith("/checkpoints")]
     assert sorted(s.parent for s in served) == sorted(w.span_id for w in writes)
+
+
+def test_probes_and_scrapes_make_no_traces(dev: DevProcess, receiver: Receiver) -> None:
+    url = dev.env()["DURAPOD_API_URL"]
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(url + path, timeout=30).status_code == 200
+    # A request made after them, traced: once its spans are in, theirs would be too.
+    trace_id = secrets.token_hex(16)
+    httpx.get(
+        f"{url}/v1/namespaces/default/runs",
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        timeout=30,
+    )
+    wait_for(lambda: receiver.trace(trace_id), 60, "the traced request's span")
+    routes = {
+        s.attributes.get("http.route") for s in receiver.spans() if s.service == "durapod-api"
+    }
+    assert "/v1/namespaces/{namespace}/runs" in routes
+    assert not routes & {"/healthz", "/readyz", "/metrics"}
 
 
 def test_a_run_applied_with_kubectl_and_its_child_share_one_trace(

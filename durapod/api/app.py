@@ -32,6 +32,7 @@ RUNS = "/internal/v1/runs/{run_id}"
 #: How long /readyz waits for a pooled connection (probes time out after 1 s by default).
 READY_CHECK_SECONDS = 1.0
 log = logging.getLogger("durapod.api")
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 async def healthz(_: Request) -> Response:
@@ -90,6 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
             await db.close()
 
     app = FastAPI(
+        # Probes and scrapes make no traces (a trace a second per replica, all noise).
+        telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED},
         title="durapod",
         version=__version__,
         lifespan=lifespan,
@@ -109,8 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route("/readyz", readyz, include_in_schema=False)
     app.add_route("/metrics", metrics.endpoint, include_in_schema=False)
     app.add_middleware(metrics.RequestMetrics)
-    if tracing.setup("durapod-api"):  # OTEL_* configure it: a caller's trace goes on in its runs
-        app.add_middleware(tracing.IncomingContext)
+    # OTEL_* configure it; FastAPI's own server span per request then continues a caller's
+    # traceparent, so what a request triggers joins the caller's trace.
+    tracing.setup("durapod-api")
     for path, endpoint, method in (
         ("/context", runner_routes.context, "GET"),
         ("/checkpoints", runner_routes.record_checkpoint, "POST"),

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, cast
 
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.authentication_v1 import TokenReview
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import PodLog, Secret
 
 from durapod import auth
 from durapod.kubeclient import Resources, TaskRunResource, code
@@ -28,27 +30,88 @@ class LogUnavailable(Exception):
     """The API server has the pod but no log to give (its container has not started)."""
 
 
+@dataclass(frozen=True)
+class LogEnd:
+    """The end of a pod's log, and whether anything before it was left out."""
+
+    text: str
+    truncated: bool
+
+
+class _Kept:
+    """The last ``limit`` bytes of a stream, kept chunk by chunk (never the whole)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size, self.cut = limit, 0, False
+        self._chunks: deque[bytes] = deque()
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self.size += len(chunk)
+        while self.size - len(self._chunks[0]) >= self.limit:
+            self.size -= len(self._chunks.popleft())
+            self.cut = True
+
+    def data(self) -> bytes:
+        data = b"".join(self._chunks)
+        if len(data) > self.limit:
+            self.cut = True
+            return data[-self.limit :]
+        return data
+
+
+def log_end(data: bytes, cut: bool, tail_lines: int) -> LogEnd:
+    """A log's last ``tail_lines`` lines out of ``data`` (its end; ``cut``: bytes before
+    it were dropped), starting at a whole line when there is one to start at."""
+    if cut and b"\n" in data[:-1]:
+        data = data[data.index(b"\n") + 1 :]  # the rest of a line cut in its middle
+    ends = data.endswith(b"\n")
+    lines = (data[:-1] if ends else data).split(b"\n") if data else []
+    if len(lines) > tail_lines:
+        lines, cut = lines[-tail_lines:], True
+    text = b"\n".join(lines) + (b"\n" if ends and lines else b"")
+    return LogEnd(text.decode("utf-8", "replace"), cut)
+
+
 class Kube(Resources):
     """The shared calls, plus long-polls, Secrets, TokenReview and pods' logs."""
 
-    async def pod_log(self, namespace: str, name: str, tail_lines: int) -> str | None:
-        """The last ``tail_lines`` lines of the pod's log; None when there is no such pod.
+    async def pod_log(
+        self, namespace: str, name: str, tail_lines: int, max_bytes: int
+    ) -> LogEnd | None:
+        """The end of the pod's log: its last ``tail_lines`` lines, at most ``max_bytes``
+        of them; None when there is no such pod. The answer is streamed and only its end
+        kept (lightkube's ``log`` reads it whole: one line can be any size).
 
         Raises:
             LogUnavailable: the pod has no log yet (400: its container is waiting).
         """
+        generic = self.client._client  # as lightkube's ``log`` does it, but streamed
+        prepared = generic.prepare_request(
+            "get",
+            PodLog,
+            name=name,
+            namespace=namespace,
+            params={"tailLines": tail_lines + 1},  # one more line says whether any was left out
+        )
+        response = await generic.send(generic.build_adapter_request(prepared), stream=True)
         try:
-            lines = [
-                line
-                async for line in self.client.log(name, namespace=namespace, tail_lines=tail_lines)
-            ]
-        except ApiError as exc:
-            if code(exc) == 404:
-                return None
-            if code(exc) == 400:
-                raise LogUnavailable(exc.status.message or str(exc)) from exc
-            raise
-        return "".join(lines)
+            if response.is_error:
+                await response.aread()
+                try:
+                    generic.raise_for_status(response)
+                except ApiError as exc:
+                    if code(exc) == 404:
+                        return None
+                    if code(exc) == 400:
+                        raise LogUnavailable(exc.status.message or str(exc)) from exc
+                    raise
+            kept = _Kept(max_bytes)
+            async for chunk in response.aiter_bytes():
+                kept.add(chunk)
+        finally:
+            await response.aclose()
+        return log_end(kept.data(), kept.cut, tail_lines)
 
     async def create_child(
         self,

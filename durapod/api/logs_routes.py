@@ -1,10 +1,11 @@
 """``GET /v1/namespaces/{namespace}/runs/{name}/logs``: the log of every pod a run has had.
 
 One pod per attempt or resume, in order, each with what the run's record knows of it
-(attempt, outcome, why it ended) and its log as the Kubernetes API serves it
-(``pods/log``). A pod the cluster no longer has is listed with a note saying its log is
-gone, never silently left out; a run that holds no pod right now (Waiting, Retrying,
-Queued) answers with its earlier pods and its phase.
+(attempt, outcome, why it ended) and the end of its log as the Kubernetes API serves it
+(``pods/log``): its last ``tail`` lines, within a byte limit per pod and per answer. A pod
+the cluster no longer has is listed with a note saying its log is gone, never silently
+left out; a run that holds no pod right now (Waiting, Retrying, Queued) answers with its
+earlier pods and its phase.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from durapod.store import pods
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["runs"])
 #: The most lines of one pod's log an answer holds (its last ones: where a run ends).
 MAX_TAIL_LINES = 10_000
+#: The most bytes of one pod's log an answer holds, and of all its pods' logs together
+#: (shared out evenly): a line can be any size, and a run can have had many pods.
+MAX_POD_LOG_BYTES = 2 * 1024 * 1024
+MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
 class PodLog(Body):
@@ -43,6 +48,7 @@ class PodLog(Body):
     message: str | None = None
     log: str | None = None
     note: str | None = None
+    #: Earlier lines were left out: more than ``tail`` lines, or more than the byte limit.
     truncated: bool = False
 
 
@@ -65,7 +71,9 @@ def _why(record: pods.PodRecord) -> tuple[str | None, str | None]:
     return None, None
 
 
-async def _read(kube: Kube, namespace: str, record: pods.PodRecord, tail: int) -> PodLog:
+async def _read(
+    kube: Kube, namespace: str, record: pods.PodRecord, tail: int, max_bytes: int
+) -> PodLog:
     reason, message = _why(record)
     entry = PodLog(
         pod=record.name,
@@ -80,16 +88,15 @@ async def _read(kube: Kube, namespace: str, record: pods.PodRecord, tail: int) -
         message=message,
     )
     try:
-        text = await kube.pod_log(namespace, record.name, tail)
+        end = await kube.pod_log(namespace, record.name, tail, max_bytes)
     except LogUnavailable as exc:
         entry.note = f"no log yet: {exc}"
         return entry
     except ApiError as exc:
         entry.note = f"its log could not be read: {exc.status.message or exc}"
         return entry
-    if text is not None:
-        entry.log = text
-        entry.truncated = text.count("\n") >= tail
+    if end is not None:
+        entry.log, entry.truncated = end.text, end.truncated
     elif record.in_cluster or record.started_at is not None or record.outcome is not None:
         entry.note = "the pod was deleted: its log went with it"
     else:
@@ -118,10 +125,11 @@ async def run_logs(
             r for r in await pods.for_run(pool, run.id) if attempt is None or r.attempt == attempt
         ]
         kube: Kube = request.app.state.kube
+        each = min(MAX_POD_LOG_BYTES, MAX_LOG_BYTES // max(len(records), 1))
         return RunLogs(
             name=run.name,
             namespace=run.namespace,
             phase=run.phase,
             message=run.message or None,
-            pods=[await _read(kube, namespace, r, tail) for r in records],
+            pods=[await _read(kube, namespace, r, tail, each) for r in records],
         )

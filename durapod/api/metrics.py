@@ -13,18 +13,15 @@ from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
     Counter,
     Histogram,
-    disable_created_metrics,
     generate_latest,
 )
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from durapod import promregistry
 
 #: The route label of a request no route matched (a scan must not add label values).
 UNMATCHED = "other"
@@ -40,12 +37,7 @@ SIZE = tuple(float(4**n) for n in range(3, 13))
 STEP = (0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 TASK = ("namespace", "task")
 
-# No ``_created`` series beside each counter and histogram: they would double what is
-# scraped, and no alert or panel reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-REGISTRY = CollectorRegistry()
-for _default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-    REGISTRY.register(_default)
+REGISTRY = promregistry.registry()
 
 REQUEST_DURATION = Histogram(
     "durapod_http_request_duration_seconds",

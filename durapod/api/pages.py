@@ -23,8 +23,7 @@ from durapod import store
 from durapod.api import html, signin, timeline
 from durapod.api.database import Database
 from durapod.api.problems import Problem
-from durapod.api.runs_routes import _after as decode_cursor
-from durapod.api.runs_routes import _cursor as encode_cursor
+from durapod.api.runs_routes import decode_cursor, encode_cursor
 from durapod.durations import format_duration
 from durapod.resources.models import DNS_LABEL, DNS_SUBDOMAIN, Phase
 from durapod.store import runs

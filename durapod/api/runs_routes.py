@@ -156,11 +156,11 @@ async def get_run(
     )
 
 
-def _cursor(run: runs.Run) -> str:
+def encode_cursor(run: runs.Run) -> str:
     return base64.urlsafe_b64encode(f"{run.created_at.isoformat()}|{run.id}".encode()).decode()
 
 
-def _after(cursor: str | None) -> tuple[datetime, UUID] | None:
+def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     if not cursor:
         return None
     try:
@@ -192,7 +192,7 @@ async def list_runs(
         tag=tag,
         since=since,
         until=until,
-        after=_after(cursor),
+        after=decode_cursor(cursor),
         limit=limit + 1,
     )
     more = len(found) > limit
@@ -212,7 +212,7 @@ async def list_runs(
             )
             for r in found
         ],
-        next_cursor=_cursor(found[-1]) if more and found else None,
+        next_cursor=encode_cursor(found[-1]) if more and found else None,
     )
 
 

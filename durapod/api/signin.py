@@ -1,16 +1,22 @@
 """Signing in to the pages. A browser cannot send a bearer header by itself, so a form
 takes the same token (a static API token or a Kubernetes ServiceAccount token) and keeps it
-in an HttpOnly, SameSite=Strict cookie; every page request checks the cookie's token
+in an HttpOnly, SameSite=Lax cookie (Lax, not Strict: a link to a run page from an alert or
+a chat opens it signed in; the pages are read-only GETs); every page request checks its token
 exactly as the JSON API checks the bearer header (``Authenticator.principal``), so a
 revoked token stops working at once (a TokenReview answer is cached for a minute).
 
 Only the pages read the cookie: the JSON API stays bearer-only, so a cookie never
 authorises a state-changing call. A page asked for without a valid token redirects here.
+
+SameSite does not guard the forms themselves: a browser stores a cookie set by the answer to
+another site's form posted here (a top-level navigation), which would sign it in with that
+site's token (login CSRF). So both forms answer 403 unless the browser says they were posted
+from this site (``Sec-Fetch-Site``, or else ``Origin``).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -59,6 +65,32 @@ def local_path(target: str | None) -> str:
     return target
 
 
+def from_this_site(request: Request) -> bool:
+    """Whether a form was posted from this site's own page, as the browser tells: its
+    ``Sec-Fetch-Site``, or (older browsers) its ``Origin`` against our ``Host``. A client
+    that sends neither is no browser posting another site's form."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")  # "none": the user's own action
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc.lower()  # none for "null", an opaque origin
+    return bool(netloc) and netloc == request.headers.get("host", "").lower()
+
+
+def over_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS: directly, or through a proxy that ended
+    TLS and says so (a client forging that header only makes its own cookie Secure)."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def _cross_site() -> Response:
+    detail = "this form was posted from another site; sign in from this site's own page"
+    return html.error_page(403, "Forbidden", detail, user=None)
+
+
 def to_signin(request: Request) -> Response:
     """The answer to a page asked for without a valid token: 303 to the sign-in form."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -72,6 +104,8 @@ async def form(request: Request, next: str | None = None) -> Response:
 
 @router.post(SIGNIN)
 async def sign_in(request: Request) -> Response:
+    if not from_this_site(request):
+        return _cross_site()
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return html.error_page(413, "Content Too Large", "the form is too large", user=None)
@@ -92,8 +126,8 @@ async def sign_in(request: Request) -> Response:
         COOKIE,
         token,
         httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
+        samesite="lax",
+        secure=over_https(request),
         path="/",
     )
     return response
@@ -101,6 +135,8 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/signout")
 async def sign_out(request: Request) -> Response:
+    if not from_this_site(request):
+        return _cross_site()
     response = RedirectResponse(SIGNIN, status_code=303)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")
     return response

@@ -130,7 +130,9 @@ async def _serve(stack: Stack, demo: bool) -> int:
             f"  curl $DURAPOD_API_URL/healthz   # the durapod API is {stack.api_url}\n"
             f"  curl $DURAPOD_API_METRICS_URL   # Prometheus metrics: {stack.api_url}/metrics\n"
             f"  curl $DURAPOD_OPERATOR_METRICS_URL   # the operator's: "
-            f"{stack.operator_metrics_url}"
+            f"{stack.operator_metrics_url}\n"
+            f"  {stack.api_url}/runs   # run pages in a browser; sign in with $DURAPOD_TOKEN\n"
+            "  durapod runs logs NAME   # every attempt's pod log, in order"
         )
         if stack.install:
             console.print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FINISHED = frozenset({"Succeeded", "Failed", "Cancelled", "TimedOut"})
+from durapod.resources.models import FINISHED_PHASES
 
 
 def error_lines(error: dict[str, Any]) -> list[str]:
@@ -60,7 +60,7 @@ def logs_text(logs: dict[str, Any]) -> str:
         if text:
             out.append(text if text.endswith("\n") else text + "\n")
     phase = logs.get("phase") or ""
-    if phase not in FINISHED and (not pods or pods[-1].get("outcome")):
+    if phase not in FINISHED_PHASES and (not pods or pods[-1].get("outcome")):
         why = f" ({logs['message']})" if logs.get("message") else ""
         had = "no pod right now" if pods else "no pod yet"
         out.append(f"run {logs['name']} is {phase}{why}: {had}\n")

@@ -16,20 +16,15 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from durapod import store
+from durapod import promregistry, store
 from durapod.store import stats
 
 log = logging.getLogger("durapod.operator.metrics")
@@ -51,12 +46,7 @@ RECONCILE = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 
 RUN = ("namespace", "task", "queue")
 
-# No ``_created`` series beside each counter and histogram: they would double what is
-# scraped, and no alert or panel reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-REGISTRY = CollectorRegistry()
-for _default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-    REGISTRY.register(_default)
+REGISTRY = promregistry.registry()
 
 RUNS_CREATED = Counter(
     "durapod_runs_created",

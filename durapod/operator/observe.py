@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
 
@@ -48,19 +48,25 @@ METRICS: dict[str, Counter | Histogram] = {
 
 
 def samples(
-    before: Run, after: Run, change: Change, pods: Sequence[PodRecord], now: datetime
+    before: Run,
+    after: Run,
+    change: Change,
+    pods: Sequence[PodRecord],
+    now: datetime,
+    triggered: datetime | None = None,
 ) -> list[Sample]:
     """What the transition from ``before`` to ``after`` counts.
 
     ``pods`` are the run's pod records as read before the transition (an outcome set
-    there was counted when it was set); ``now`` is when the transition committed.
+    there was counted when it was set); ``now`` is when the transition committed;
+    ``triggered`` the TaskRun's ``creationTimestamp`` (whole seconds, cut down).
     """
     run: Labels = (("namespace", after.namespace), ("task", after.task), ("queue", after.queue))
     out: list[Sample] = []
     if before.version == 0:  # the record's first transition: exactly once per record
         out.append(Sample("durapod_runs_created_total", run[:2]))
     if before.started_at is None and after.started_at is not None:
-        waited = (after.started_at - after.created_at).total_seconds()
+        waited = (after.started_at - trigger_time(after.created_at, triggered)).total_seconds()
         out.append(Sample("durapod_run_start_latency_seconds", run, max(waited, 0.0)))
     if change.pod_outcome is not None:
         idx, outcome = change.pod_outcome
@@ -82,6 +88,16 @@ def samples(
         took = (end - (after.started_at or after.created_at)).total_seconds()
         out.append(Sample("durapod_run_duration_seconds", final, max(took, 0.0)))
     return out
+
+
+def trigger_time(recorded: datetime, triggered: datetime | None) -> datetime:
+    """When a run was triggered: its record's creation, unless its TaskRun is clearly
+    older (applied with kubectl or by a schedule: the operator made the record when it
+    first saw it, maybe after a backlog); then the end of the TaskRun's creation second,
+    the latest it can have been."""
+    if triggered is None:
+        return recorded
+    return min(recorded, triggered + timedelta(seconds=1))
 
 
 def apply(found: Sequence[Sample]) -> None:
@@ -110,6 +126,7 @@ def transition(o: Observed, after: Run | None, change: Change | None) -> None:
     """Count the transition of ``o.record`` to ``after`` (None: it was not committed)."""
     if after is None or change is None:
         return
-    if o.record.phase == Phase.PENDING and after.phase != Phase.PENDING:  # its queue is known
+    # Once admitted: its queue is known, and its task exists (a misspelt name makes none).
+    if o.record.phase == Phase.PENDING and after.definition is not None:
         zeros(after)
-    apply(samples(o.record, after, change, o.pod_records, utcnow()))
+    apply(samples(o.record, after, change, o.pod_records, utcnow(), o.created))

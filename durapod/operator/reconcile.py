@@ -306,7 +306,8 @@ class Reconciler:
             assert failed.change is not None
             moved = await runs.transition(self.pool, record, failed.change)
             observe.transition(replace(o, record=record), moved, failed.change)
-            traces.committed(replace(o, record=record), failed)
+            if moved is not None:
+                traces.committed(replace(o, record=record), failed)
             self._follow_up(o, failed)
             for event in failed.events:
                 await self._event(run, event.reason, event.message, event.warning)

@@ -73,7 +73,7 @@ def committed(o: Observed, plan: Plan) -> None:
 
 def spans(o: Observed, plan: Plan) -> list[tracing.Done]:
     """The spans a committed transition ends: the wait in line when it admits the run's
-    next pod, and the attempt whose pod's end it judges."""
+    next pod, and the attempt whose pod's end it judges first."""
     change = plan.change
     if change is None:
         return []
@@ -96,7 +96,9 @@ def spans(o: Observed, plan: Plan) -> list[tracing.Done]:
     if change.pod_outcome is not None:
         index, outcome = change.pod_outcome
         pod = next((p for p in o.pod_records if p.idx == index), None)
-        if pod is not None:
+        # A pod judged before (a run cancelled while it waits to retry or for a child)
+        # keeps its first outcome: its span, with that id, was emitted then.
+        if pod is not None and pod.outcome is None:
             found.append(attempt(o, plan, pod, outcome, run))
     return found
 

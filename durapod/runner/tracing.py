@@ -36,11 +36,12 @@ def setup(env: Mapping[str, str]) -> bool:
         return False
     # The process is one pod of one run: its spans say which.
     pod = {name: env.get(var, "") for name, var in _RESOURCE.items()}
-    tracing.setup("durapod-runner", env, pod)
+    if not tracing.setup("durapod-runner", env, pod):  # settings the SDK refused (logged)
+        return False
     # The attempt span is the parent of everything this process does.
     context.attach(tracing.remote(parent))
     _tracer = tracing.tracer()
-    return _tracer is not None
+    return True
 
 
 def span(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:

@@ -16,13 +16,22 @@ from durapod.store import Pool
 #: The key the keys beyond a queue's top ones are summed under.
 OTHER = "_other"
 
-_QUEUES = """
+#: Runs in a queue's line, each read through the partial index of its kind (an OR of the
+#: two conditions would match neither index and scan every run ever made).
+_IN_LINE = """
+SELECT namespace, queue, concurrency_key, true AS running FROM runs WHERE holds_slot
+UNION ALL
+SELECT namespace, queue, concurrency_key, false FROM runs
+WHERE queued_at IS NOT NULL AND NOT holds_slot
+"""
+
+_QUEUES = f"""
+WITH line AS ({_IN_LINE})
 SELECT q.namespace, q.name, q.concurrency_limit,
-       count(r.id) FILTER (WHERE r.holds_slot) AS running,
-       count(r.id) FILTER (WHERE r.queued_at IS NOT NULL AND NOT r.holds_slot) AS waiting
+       count(*) FILTER (WHERE r.running) AS running,
+       count(*) FILTER (WHERE NOT r.running) AS waiting
 FROM queues q
-LEFT JOIN runs r ON r.namespace = q.namespace AND r.queue = q.name
-    AND (r.holds_slot OR r.queued_at IS NOT NULL)
+LEFT JOIN line r ON r.namespace = q.namespace AND r.queue = q.name
 GROUP BY q.namespace, q.name, q.concurrency_limit
 """
 
@@ -32,13 +41,13 @@ WHERE phase NOT IN ('Succeeded', 'Failed', 'Cancelled', 'TimedOut') AND removed_
 GROUP BY namespace, task, phase
 """
 
-_KEYS = """
-WITH per_key AS (
+_KEYS = f"""
+WITH line AS ({_IN_LINE}), per_key AS (
     SELECT namespace, queue, concurrency_key AS key,
-           count(*) FILTER (WHERE holds_slot) AS running,
-           count(*) FILTER (WHERE NOT holds_slot) AS waiting
-    FROM runs
-    WHERE concurrency_key IS NOT NULL AND (holds_slot OR queued_at IS NOT NULL)
+           count(*) FILTER (WHERE running) AS running,
+           count(*) FILTER (WHERE NOT running) AS waiting
+    FROM line
+    WHERE concurrency_key IS NOT NULL
     GROUP BY namespace, queue, concurrency_key
 ), ranked AS (
     SELECT *, row_number() OVER (

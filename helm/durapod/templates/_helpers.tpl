@@ -339,4 +339,7 @@ API server and PostgreSQL (the bundled one by its pods, an external one by CIDR)
     - port: {{ .Values.postgres.port }}
       protocol: TCP
 {{- end }}
+{{- with $egress.extraTo }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
