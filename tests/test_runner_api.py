@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from durapod import store
 from durapod.api.pod_tokens import CACHE_SECONDS
@@ -164,9 +165,13 @@ def test_checkpoint_writes_are_idempotent_and_listed_in_the_context(
 ) -> None:
     url, (first, second) = api
     endpoint = f"{url}/internal/v1/runs/{first}/checkpoints"
-    body = {"step": "fetch", "seq": 0, "output": {"rows": 3}}
+    body = {"step": "fetch", "seq": 0, "output": {"rows": 3}, "duration": 0.5}
     for _ in range(3):  # a retried write changes nothing
         assert httpx.post(endpoint, json=body, headers=_auth(first)).status_code == 204
+    # ... and its step is timed once (the runner sends the step's duration with each try).
+    scraped = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    [timed] = [f for f in scraped if f.name == "durapod_step_duration_seconds"]
+    assert [s.value for s in timed.samples if s.name.endswith("_count")] == [1]
     other = {"step": "fetch", "seq": 0, "output": {"rows": 99}}
     assert httpx.post(endpoint, json=other, headers=_auth(first)).status_code == 204
     assert (

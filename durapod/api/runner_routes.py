@@ -150,8 +150,9 @@ async def record_checkpoint(request: Request) -> Response:
     if len(output) > HARD_CHECKPOINT_LIMIT:
         raise Problem(413, "Content Too Large", f"step {step!r} output is {len(output)} bytes")
     with _written(caller, len(output)):
-        await checkpoints.record(await _pool(request), caller.run_id, step, seq, output)
-    metrics.step_measured(caller.namespace, caller.task, body.get("duration"))
+        stored = await checkpoints.record(await _pool(request), caller.run_id, step, seq, output)
+    if stored:  # a retried write (its answer lost) is the same step: counted once
+        metrics.step_measured(caller.namespace, caller.task, body.get("duration"))
     return _NO_CONTENT
 
 

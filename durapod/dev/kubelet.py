@@ -658,8 +658,9 @@ class Kubelet:
                 },
             )
             c.wake = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(c.wake.wait(), max(wait - (loop.time() - finished), 0.0))
+            with contextlib.suppress(TimeoutError):  # not wait_for: see Scheduler.run
+                async with asyncio.timeout(max(wait - (loop.time() - finished), 0.0)):
+                    await c.wake.wait()
             c.wake = None
         if c.uid in self._deleting or c.uid not in self._admitted:
             c.killed_for = c.killed_for or "Deleted"
@@ -735,7 +736,8 @@ class Kubelet:
 
     async def stop(self) -> None:
         """Kill every pod process (the node goes away) and close the API session."""
-        for c in self.containers.values():
+        # Snapshots: workers still running add containers while this waits.
+        for c in list(self.containers.values()):
             if c.process.returncode is None:
                 kill(c, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
@@ -745,7 +747,7 @@ class Kubelet:
             task.cancel()
         # Every container is over: a _terminate waiting for one must not wait on (its
         # cancellation can be lost in asyncio.wait_for when the process ends meanwhile).
-        for c in self.containers.values():
+        for c in list(self.containers.values()):
             c.done.set()
             if c.prober is not None:  # its worker may be cancelled before it stops it
                 tasks.extend(c.prober.stop())

@@ -107,8 +107,11 @@ class Scheduler:
     async def run(self) -> None:
         """Schedule until cancelled, waking when there is something to try."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that
+            # comes as the event is set, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RETRY_ALL_SECONDS)
+                async with asyncio.timeout(RETRY_ALL_SECONDS):
+                    await self._wake.wait()
             if not self._wake.is_set():
                 self._active.update(self._pending)
             self._wake.clear()

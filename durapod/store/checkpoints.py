@@ -28,10 +28,12 @@ _SAVE_STATE = (
 )
 
 
-async def record(pool: Pool, run_id: UUID, step: str, seq: int, output: bytes) -> None:
-    """Store a completed step's output (raw JSON) unless the step is stored already."""
+async def record(pool: Pool, run_id: UUID, step: str, seq: int, output: bytes) -> bool:
+    """Store a completed step's output (raw JSON) unless the step is stored already;
+    whether this call stored it (False: a retried write, which changed nothing)."""
     async with pool.connection() as conn:
-        await conn.execute(_RECORD, (run_id, step, seq, output.decode(), len(output)))
+        cur = await conn.execute(_RECORD, (run_id, step, seq, output.decode(), len(output)))
+        return cur.rowcount == 1
 
 
 async def save_state(pool: Pool, run_id: UUID, seq: int, state: bytes) -> None:
