@@ -704,7 +704,8 @@ class Kubelet:
         c.stopping = True
         kill(c, signal.SIGTERM)
         try:
-            await asyncio.wait_for(c.process.wait(), grace)
+            async with asyncio.timeout(grace):  # not wait_for: see Scheduler.run
+                await c.process.wait()
         except TimeoutError:
             kill(c, signal.SIGKILL)
         await c.done.wait()

@@ -46,6 +46,7 @@ import random
 import shutil
 import socket
 import subprocess
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,9 @@ class PodNetworks:
         self._changed = asyncio.Event()
         self._exposed: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        #: Every accepted connection's writer, from the moment it is accepted: a handler
+        #: task cancelled before its first step never runs its ``finally``.
+        self._accepted: weakref.WeakSet[asyncio.StreamWriter] = weakref.WeakSet()
 
     # -- the proxy's view of Services --------------------------------------------------
 
@@ -336,6 +340,8 @@ class PodNetworks:
             await asyncio.to_thread(_ip, "netns", "delete", self.node_netns)
         for task in list(self._connections):
             task.cancel()
+        for writer in list(self._accepted):
+            writer.close()
         await self.client.close()
         self._thread.shutdown(wait=False)
 
@@ -362,7 +368,11 @@ class PodNetworks:
             sock.setblocking(False)
             return sock
 
-        return await asyncio.start_server(handler, sock=await self._in(path, make))
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+            self._accepted.add(writer)
+            return handler(reader, writer)
+
+        return await asyncio.start_server(accepted, sock=await self._in(path, make))
 
     async def _connect(self, path: str | None, host: str, port: int) -> socket.socket:
         def make() -> socket.socket:
@@ -432,7 +442,11 @@ class PodNetworks:
             except OSError as exc:
                 log.info("forwarding to %s:%d: %s", host, port, exc)
                 return
-            up_reader, up_writer = await asyncio.open_connection(sock=sock)
+            try:
+                up_reader, up_writer = await asyncio.open_connection(sock=sock)
+            except BaseException:  # cancelled (the node stopping) or refused: no stray socket
+                sock.close()
+                raise
             try:
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
             finally:

@@ -108,7 +108,10 @@ async def _open(
             sock.close()
             raise
 
-    return await asyncio.wait_for(opened(), timeout)
+    # asyncio.timeout cancels inside opened(), which closes its socket; wait_for (3.11) may
+    # drop a connection that was made just as it gave up.
+    async with asyncio.timeout(timeout):
+        return await opened()
 
 
 async def _http(spec: Obj, target: Target, timeout: float) -> tuple[bool, str]:
@@ -133,7 +136,8 @@ async def _http(spec: Obj, target: Target, timeout: float) -> tuple[bool, str]:
     try:
         writer.write(request.encode() + b"\r\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: see Scheduler.run
+            line = await reader.readline()
         parts = line.decode(errors="replace").split()
         if len(parts) < 2 or not parts[1].isdigit():
             return False, f'Get "{url}": malformed HTTP response {line[:80]!r}'
@@ -141,7 +145,8 @@ async def _http(spec: Obj, target: Target, timeout: float) -> tuple[bool, str]:
         if 200 <= status < 400:  # a redirect passes, as the kubelet reads one elsewhere
             return True, ""
         with contextlib.suppress(TimeoutError, OSError):
-            rest = await asyncio.wait_for(reader.read(_MAX_OUTPUT), timeout)
+            async with asyncio.timeout(timeout):
+                rest = await reader.read(_MAX_OUTPUT)
             body = rest.split(b"\r\n\r\n", 1)[-1].decode(errors="replace").strip()
             if body:
                 return False, f"HTTP probe failed with statuscode: {status} {body}"
@@ -183,7 +188,8 @@ async def _exec(command: list[str], target: Target, timeout: float) -> tuple[boo
     except OSError as exc:
         return False, f"exec: {exc}"
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
