@@ -311,13 +311,12 @@ class Soak:
 
     async def _faults(self) -> None:
         c = self.config
-        plan = (
-            ["operator"] * c.operator_kills
-            + ["pod"] * c.pod_kills
-            + ["evict"] * c.evictions
-            + ["api", "postgres", "backends"]
-        )
+        plan = ["operator"] * c.operator_kills + ["pod"] * c.pod_kills + ["evict"] * c.evictions
         self.rng.shuffle(plan)
+        # The one-off faults go in the first half: on a busy machine the runs can all end
+        # before the plan does, and these must have happened while runs were live.
+        for fault in ("api", "postgres", "backends"):
+            plan.insert(self.rng.randint(0, len(plan) // 2), fault)
         # Spread over the soak: one fault per share of the transitions a soak commits.
         per_fault = max(2, (c.runs * 3) // (len(plan) + 1))
         for fault in plan:
