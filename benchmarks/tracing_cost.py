@@ -27,13 +27,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from checkpoint_path import OUTPUT, percentiles, seed, serve_api, steps  # noqa: E402
+from checkpoint_path import percentiles, seed, serve_api, steps, timed_steps  # noqa: E402
 
 from durapod import store  # noqa: E402
 from durapod.dev.postgres import PostgresServer  # noqa: E402
@@ -65,12 +64,7 @@ class Nowhere:
 
 async def bare_steps(n: int) -> list[float]:
     ctx = Context(run_id="r", name="r", namespace="bench", attempt=1, journal=Nowhere())
-    times = []
-    for i in range(n):
-        start = time.perf_counter()
-        await ctx.step(f"s{i}", lambda: OUTPUT)
-        times.append(time.perf_counter() - start)
-    return times
+    return await timed_steps(ctx, n)
 
 
 class Runner:
